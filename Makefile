@@ -1,0 +1,33 @@
+# Each target creates or refreshes .venv (pip, from pyproject.toml) before doing its job.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+BUDGET ?= default
+
+.PHONY: venv run test lab pretrain bench
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## make run: pretrain the backbones if needed, train + evaluate the LLaVA baseline, print the accuracy table
+run: venv
+	$(BIN)/vlmlab run --arch llava --budget $(BUDGET)
+
+## make test: the full test suite (smoke budget)
+test: venv
+	$(BIN)/python -m pytest -q
+
+## make lab: JupyterLab on the notebooks
+lab: venv
+	$(BIN)/jupyter lab notebooks
+
+pretrain: venv
+	$(BIN)/vlmlab pretrain --budget $(BUDGET)
+
+bench: venv
+	$(BIN)/python benchmarks/run_all.py

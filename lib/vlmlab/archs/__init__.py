@@ -1,0 +1,28 @@
+"""Architectures behind one interface (``VLM``); ``ARCHS`` maps names to classes."""
+from .base import VLM, Knobs, knob, splice
+from .llava import Llava
+from .references import Blind, TextOracle
+
+ARCHS: dict[str, type[VLM]] = {"llava": Llava}
+REFERENCES: dict[str, type[VLM]] = {"blind": Blind, "oracle": TextOracle}
+
+
+def register(cls: type[VLM]) -> type[VLM]:
+    ARCHS[cls.arch] = cls
+    return cls
+
+
+def get_arch(name: str) -> type[VLM]:
+    if name in ARCHS:
+        return ARCHS[name]
+    if name in REFERENCES:
+        return REFERENCES[name]
+    raise ValueError(f"arch={name!r} is unknown; allowed values: {sorted(ARCHS)}")
+
+
+def build(name: str, backbones, budget, knobs: dict | None = None) -> VLM:
+    cls = get_arch(name)
+    return cls(backbones, cls.KnobsClass.build(name, knobs), budget)
+
+
+__all__ = ["VLM", "Knobs", "knob", "splice", "ARCHS", "REFERENCES", "get_arch", "build", "register"]

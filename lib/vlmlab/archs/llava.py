@@ -1,0 +1,67 @@
+"""LLaVA (Liu et al., 2023; LLaVA-1.5, Liu et al., 2024): the baseline every seed design is measured against.
+
+A frozen CLIP-style ViT encodes the image; the output of its penultimate block (CLS dropped) goes through a
+small MLP connector (``mlp2x_gelu``) into the LLM's input space, and the resulting continuous visual tokens
+replace the ``<img>`` placeholder in the prompt. Training has two stages: (1) alignment, only the connector
+learns, on description data (here: the image must be continued by its full scene text, as LLaVA's
+pre-training continues an image with its caption); (2) instruction tuning, connector and LLM learn on VQA.
+
+Knobs: which encoder (CL, or the MIM encoder for the CL-vs-MIM ablation), the ViT block read, the connector
+depth, and the attention type over visual tokens (causal as in LLaVA, or bidirectional within the image: the
+control for LLaViT).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..attention import ATTENTION_TYPES
+from ..train import Stage
+from .base import VLM, Knobs, knob
+
+
+def mlp_connector(d_in: int, d_out: int, depth: int) -> nn.Sequential:
+    """depth 1: Linear; depth k: Linear, (GELU, Linear) x (k-1) -- LLaVA-1.5's ``mlp{k}x_gelu``."""
+    layers: list[nn.Module] = [nn.Linear(d_in, d_out)]
+    for _ in range(depth - 1):
+        layers += [nn.GELU(), nn.Linear(d_out, d_out)]
+    return nn.Sequential(*layers)
+
+
+@dataclass
+class LlavaKnobs(Knobs):
+    encoder: str = knob("cl", choices=("cl", "mim"), doc="pretrained ViT feeding the connector: CL (CLIP) or MIM (MAE)")
+    feature_layer: int = knob(-2, doc="ViT block read (Python index; -2 = penultimate, as LLaVA-1.5)")
+    connector_depth: int = knob(2, check=(lambda v: 1 <= v <= 4, "between 1 and 4"),
+                                doc="connector MLP depth: 1 = linear, 2 = mlp2x_gelu (LLaVA-1.5)")
+    attention: str = knob("causal", choices=ATTENTION_TYPES,
+                          doc="LLM attention among an image's tokens: causal (LLaVA) or bidirectional (LLaViT's)")
+
+
+class Llava(VLM):
+    arch = "llava"
+    KnobsClass = LlavaKnobs
+
+    def __init__(self, backbones, knobs: LlavaKnobs, budget):
+        super().__init__(backbones, knobs, budget)
+        self.vision = copy.deepcopy(backbones.cl if knobs.encoder == "cl" else backbones.mim)
+        self.vision.requires_grad_(False)
+        if not -self.vision.depth <= knobs.feature_layer < self.vision.depth:
+            raise ValueError(f"knob 'feature_layer' of arch='llava' got {knobs.feature_layer}; the ViT has "
+                             f"{self.vision.depth} blocks: allowed values {-self.vision.depth}..{self.vision.depth - 1}")
+        self.connector = mlp_connector(self.vision.dim, self.d_lm, knobs.connector_depth)
+
+    def features(self, pixel_values):
+        return self.vision(pixel_values, layers=[self.knobs.feature_layer])[0]  # [B, N, d_vit]
+
+    def visual_tokens(self, pixel_values):
+        return self.connector(self.features(pixel_values)), {}  # [B, N, d_lm]
+
+    def stages(self):
+        b = self.budget
+        return [
+            Stage("align", ("connector",), task="describe", share=0.3),
+            Stage("instruct", ("connector", "lm"), task="qa", share=0.7, lr={"lm": b.llm_lr}),
+        ]

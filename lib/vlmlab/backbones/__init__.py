@@ -1,0 +1,5 @@
+"""Backbones: the tiny pretrained LM, CL ViT and MIM ViT, their cache, and loaders for real checkpoints."""
+from .store import KINDS, Backbones, load_backbones
+from .vision import MAEDecoder, VisionEncoder
+
+__all__ = ["Backbones", "load_backbones", "KINDS", "VisionEncoder", "MAEDecoder"]

@@ -1,0 +1,84 @@
+"""A content-addressed on-disk cache for pretrained backbones.
+
+An entry lives in ``<root>/<name>-<key>/`` where key is a hash of the config that produced it. It is written
+into a temporary directory and renamed into place, and carries a ``MANIFEST.json`` with the sha256 of every
+file; an entry whose manifest is missing or does not match its files is treated as absent and rebuilt.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+CACHE_VERSION = 1  # bump when pretraining code changes what a key produces
+
+
+def cache_root() -> Path:
+    root = os.environ.get("VLMLAB_CACHE")
+    if root:
+        return Path(root)
+    return Path(__file__).resolve().parents[3] / "data" / "cache"
+
+
+def config_key(config: dict) -> str:
+    blob = json.dumps({"v": CACHE_VERSION, **config}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def entry_dir(name: str, config: dict, root: Path | None = None) -> Path:
+    return (root or cache_root()) / f"{name}-{config_key(config)}"
+
+
+def is_valid(path: Path) -> bool:
+    man = path / "MANIFEST.json"
+    if not man.is_file():
+        return False
+    try:
+        files = json.loads(man.read_text())["files"]
+        return all((path / f).is_file() and _sha256(path / f) == h for f, h in files.items())
+    except (ValueError, KeyError, OSError):
+        return False
+
+
+def lookup(name: str, config: dict, root: Path | None = None) -> Path | None:
+    """The entry's directory if it exists and is intact; a corrupt entry is removed (and reported)."""
+    path = entry_dir(name, config, root)
+    if not path.exists():
+        return None
+    if is_valid(path):
+        return path
+    warnings.warn(f"cache entry {path} is partial or corrupt; it will be rebuilt", stacklevel=2)
+    shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+def store(name: str, config: dict, write, root: Path | None = None) -> Path:
+    """Call ``write(tmpdir)`` to fill a fresh directory, checksum it, then move it into place atomically."""
+    final = entry_dir(name, config, root)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        write(tmp)
+        files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        (tmp / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True, default=str))
+        files["config.json"] = _sha256(tmp / "config.json")
+        (tmp / "MANIFEST.json").write_text(json.dumps({"files": files}, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final

@@ -1,0 +1,90 @@
+"""Tiny pretraining of the three backbones on the built-in world, the way real ones are pretrained:
+
+- the language model on text only (scene text, then a question and its answer): it can answer about a scene
+  it *reads*, which makes it the text-oracle ceiling;
+- the CL ViT contrastively against coarse captions (CLIP), which do not mention texture by default;
+- the MIM ViT as a masked autoencoder (MAE) on pixels, decoder kept.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from ..budgets import Budget
+from ..train import optimize
+from ..world import World
+from .vision import (MAEDecoder, TextTower, VisionEncoder, clip_loss, init_logit_scale, mae_target, make_vit,
+                     masked_mse)
+
+PRETRAIN_SEED = 1234  # the world seed backbone pretraining draws its training samples from
+
+
+def make_lm(vocab_size: int, b: Budget, pad_id: int, bos_id: int, eos_id: int) -> LlamaForCausalLM:
+    cfg = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=b.lm_dim, intermediate_size=b.lm_ff, num_hidden_layers=b.lm_layers,
+        num_attention_heads=b.lm_heads, num_key_value_heads=b.lm_heads, max_position_embeddings=256,
+        rms_norm_eps=1e-5, tie_word_embeddings=False, pad_token_id=pad_id, bos_token_id=bos_id,
+        eos_token_id=eos_id, attn_implementation="sdpa")
+    return LlamaForCausalLM(cfg)
+
+
+def pretrain_lm(world: World, b: Budget, device, progress=True) -> tuple[LlamaForCausalLM, list[float]]:
+    tok = world.tokenizer
+    torch.manual_seed(PRETRAIN_SEED)
+    lm = make_lm(len(tok), b, tok.pad_token_id, tok.bos_token_id, tok.eos_token_id).to(device)
+
+    def loss(step):
+        batch = world.batch("scene_lm", "train", step * b.lm_batch, b.lm_batch, with_images=False)
+        return lm(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                  labels=batch["labels"].to(device)).loss
+
+    losses = optimize(lm.parameters(), loss, b.lm_steps, b.lm_lr, desc="pretrain LM (text only)", device=device,
+                      progress=progress, weight_decay=0.01)
+    return lm.eval(), losses
+
+
+def new_vision_encoder(world: World, b: Budget) -> VisionEncoder:
+    return VisionEncoder(make_vit(world.config.image_size, b.vit_patch, b.vit_dim, b.vit_depth, b.vit_heads))
+
+
+def pretrain_cl(world: World, b: Budget, device, progress=True) -> tuple[VisionEncoder, list[float]]:
+    """CLIP: image embedding vs caption embedding, symmetric InfoNCE, in-batch negatives."""
+    torch.manual_seed(PRETRAIN_SEED + 1)
+    enc = new_vision_encoder(world, b).to(device)
+    text = TextTower(len(world.tokenizer), b.clip_text_dim, b.clip_embed_dim).to(device)
+    proj = torch.nn.Linear(b.vit_dim, b.clip_embed_dim, bias=False).to(device)
+    scale = init_logit_scale()
+    tok = world.tokenizer
+
+    def loss(step):
+        samples = world.samples("train", step * b.cl_batch, b.cl_batch)
+        caps = tok([world.caption(s) for s in samples], padding=True, return_tensors="pt")
+        img = proj(enc.pooled(world.images(samples).to(device)))
+        txt = text(caps["input_ids"].to(device), caps["attention_mask"].to(device))
+        return clip_loss(img, txt, scale.to(device))
+
+    params = list(enc.parameters()) + list(text.parameters()) + list(proj.parameters()) + [scale]
+    losses = optimize(params, loss, b.cl_steps, b.cl_lr, desc="pretrain CL ViT (captions)", device=device,
+                      progress=progress, weight_decay=0.05)
+    return enc.eval(), losses
+
+
+def pretrain_mim(world: World, b: Budget, device, progress=True) -> tuple[VisionEncoder, MAEDecoder, list[float]]:
+    """MAE: reconstruct per-patch-normalised pixels of masked patches from the visible ones."""
+    torch.manual_seed(PRETRAIN_SEED + 2)
+    enc = new_vision_encoder(world, b).to(device)
+    n_patches = enc.grid ** 2
+    dec = MAEDecoder(b.vit_dim, b.mae_dec_dim, b.mae_dec_depth, max(1, b.mae_dec_dim // 32), n_patches,
+                     b.vit_patch ** 2 * 3).to(device)
+    gen = torch.Generator(device=device).manual_seed(PRETRAIN_SEED)
+
+    def loss(step):
+        pixels = world.images(world.samples("train", step * b.mim_batch, b.mim_batch)).to(device)
+        tokens, ids_restore, mask = enc.encode_masked(pixels, b.mim_mask_ratio, generator=gen)
+        pred = dec(tokens, ids_restore)
+        return masked_mse(pred, mae_target(enc.prepare(pixels), b.vit_patch), mask)
+
+    params = list(enc.parameters()) + list(dec.parameters())
+    losses = optimize(params, loss, b.mim_steps, b.mim_lr, desc="pretrain MIM ViT (MAE)", device=device,
+                      progress=progress, weight_decay=0.05)
+    return enc.eval(), dec.eval(), losses

@@ -1,0 +1,123 @@
+"""Pretrained backbones: build once (with a progress bar and a message), cache on disk, load everywhere.
+
+``load_backbones(world, budget)`` returns the tiny pretrained LM, CL ViT and MIM ViT (+ decoder) for a world
+config and budget, building whichever is missing from the cache. Real checkpoints load through
+``vlmlab.backbones.real`` instead.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
+
+from ..budgets import Budget
+from ..world import World, WorldConfig
+from . import cache
+from .pretrain import make_lm, new_vision_encoder, pretrain_cl, pretrain_lm, pretrain_mim
+from .vision import MAEDecoder, VisionEncoder
+
+KINDS = ("lm", "cl", "mim")
+
+
+@dataclass
+class Backbones:
+    tokenizer: PreTrainedTokenizerBase
+    lm: LlamaForCausalLM
+    cl: VisionEncoder
+    mim: VisionEncoder
+    mim_decoder: MAEDecoder
+    patch: int
+    mae_mask_ratio: float = 0.75
+    paths: dict = field(default_factory=dict)
+    pretrain_losses: dict = field(default_factory=dict)
+
+    def to(self, device):
+        for m in (self.lm, self.cl, self.mim, self.mim_decoder):
+            m.to(device)
+        return self
+
+
+def _keys(world: WorldConfig, b: Budget) -> dict[str, dict]:
+    base = {"world": asdict(world)}
+    pb = b.pretrain_dict()
+    pick = lambda *pre: {k: v for k, v in pb.items() if k.startswith(pre)}  # noqa: E731
+    return {
+        "lm": {**base, **pick("lm_")},
+        "cl": {**base, **pick("vit_", "clip_", "cl_")},
+        "mim": {**base, **pick("vit_", "mae_", "mim_")},
+    }
+
+
+def _say(msg: str):
+    print(f"[vlmlab] {msg}", file=sys.stderr, flush=True)
+
+
+def _build(kind: str, world: World, b: Budget, device, progress) -> tuple[dict, list[float]]:
+    if kind == "lm":
+        lm, losses = pretrain_lm(world, b, device, progress)
+        return {"lm": lm}, losses
+    if kind == "cl":
+        enc, losses = pretrain_cl(world, b, device, progress)
+        return {"vit": enc}, losses
+    enc, dec, losses = pretrain_mim(world, b, device, progress)
+    return {"vit": enc, "decoder": dec}, losses
+
+
+def _write(kind: str, parts: dict, losses: list[float], tok):
+    def write(tmp: Path):
+        if kind == "lm":
+            parts["lm"].save_pretrained(tmp / "lm", safe_serialization=True)
+            tok.save_pretrained(tmp / "lm")
+        else:
+            save_file({k: v.contiguous() for k, v in parts["vit"].state_dict().items()}, tmp / "vit.safetensors")
+            if "decoder" in parts:
+                save_file(parts["decoder"].state_dict(), tmp / "decoder.safetensors")
+        (tmp / "losses.json").write_text(json.dumps(losses))
+    return write
+
+
+def load_backbones(world_config: WorldConfig | None = None, budget: Budget | None = None, *, device="cpu",
+                   build: bool = True, progress: bool = True, root: Path | None = None) -> Backbones:
+    from ..budgets import DEFAULT
+
+    world_config = world_config or WorldConfig()
+    b = budget or DEFAULT
+    world = World(world_config, seed=1234)
+    device = torch.device(device)
+    keys = _keys(world_config, b)
+    paths, losses = {}, {}
+    for kind in KINDS:
+        path = cache.lookup(kind, keys[kind], root)
+        if path is None:
+            if not build:
+                raise FileNotFoundError(f"the {kind} backbone for budget {b.name!r} is not cached; run "
+                                        f"`vlmlab pretrain --budget {b.name}`")
+            _say(f"building the {kind.upper()} backbone for budget {b.name!r} (once; cached under "
+                 f"{cache.entry_dir(kind, keys[kind], root)})")
+            t0 = time.perf_counter()
+            parts, ls = _build(kind, world, b, device, progress)
+            path = cache.store(kind, keys[kind], _write(kind, parts, ls, world.tokenizer), root)
+            _say(f"built {kind.upper()} in {time.perf_counter() - t0:.0f}s")
+        paths[kind] = path
+        losses[kind] = json.loads((path / "losses.json").read_text())
+
+    lm = LlamaForCausalLM.from_pretrained(paths["lm"] / "lm").to(device).eval()
+    cl = new_vision_encoder(world, b)
+    cl.load_state_dict(load_file(paths["cl"] / "vit.safetensors"))
+    mim = new_vision_encoder(world, b)
+    mim.load_state_dict(load_file(paths["mim"] / "vit.safetensors"))
+    dec = MAEDecoder(b.vit_dim, b.mae_dec_dim, b.mae_dec_depth, max(1, b.mae_dec_dim // 32), mim.grid ** 2,
+                     b.vit_patch ** 2 * 3)
+    dec.load_state_dict(load_file(paths["mim"] / "decoder.safetensors"))
+    bb = Backbones(world.tokenizer, lm, cl.eval(), mim.eval(), dec.eval(), b.vit_patch, b.mim_mask_ratio,
+                   {k: str(v) for k, v in paths.items()}, losses)
+    return bb.to(device)
+
+
+__all__ = ["Backbones", "load_backbones", "make_lm"]

@@ -1,0 +1,77 @@
+"""Budgets: the single size knob. Every model width, step count, batch size and evaluation size comes from here.
+
+``smoke``   seconds: tests and notebook smoke runs (tiny widths, a handful of steps; numbers are meaningless)
+``default`` minutes on a 2-core CPU: the README's main command, the course, the measured tables
+``full``    GPU scale: wider backbones, longer schedules
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+
+@dataclass(frozen=True)
+class Budget:
+    name: str
+    # vision transformer (shared shape of the CL and MIM encoders)
+    vit_patch: int = 16
+    vit_dim: int = 128
+    vit_depth: int = 4
+    vit_heads: int = 4
+    mae_dec_dim: int = 64
+    mae_dec_depth: int = 2
+    clip_text_dim: int = 64
+    clip_embed_dim: int = 64
+    # language model (Llama-style, via transformers)
+    lm_dim: int = 128
+    lm_layers: int = 4
+    lm_heads: int = 4
+    lm_ff: int = 384
+    # backbone pretraining
+    lm_steps: int = 1500
+    lm_batch: int = 64
+    lm_lr: float = 2e-3
+    cl_steps: int = 800
+    cl_batch: int = 128
+    cl_lr: float = 1e-3
+    mim_steps: int = 800
+    mim_batch: int = 128
+    mim_lr: float = 1.5e-3
+    mim_mask_ratio: float = 0.75
+    # VLM training: total optimizer steps, split across an architecture's stages by their declared shares
+    vlm_steps: int = 600
+    vlm_batch: int = 64
+    vlm_lr: float = 1e-3
+    llm_lr: float = 3e-4  # learning rate of LLM parameters when a stage unfreezes them
+    # evaluation: questions per category and split
+    eval_per_category: int = 100
+    eval_batch: int = 256
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def pretrain_dict(self) -> dict:
+        """The fields that define the pretrained backbones (their cache key)."""
+        keys = [k for k in asdict(self) if k.startswith(("vit_", "mae_", "clip_", "lm_", "cl_", "mim_"))]
+        return {k: getattr(self, k) for k in keys}
+
+
+DEFAULT = Budget("default")
+BUDGETS: dict[str, Budget] = {
+    "smoke": Budget(
+        "smoke", vit_dim=32, vit_depth=2, vit_heads=2, mae_dec_dim=32, mae_dec_depth=1, clip_text_dim=32,
+        clip_embed_dim=32, lm_dim=32, lm_layers=2, lm_heads=2, lm_ff=64, lm_steps=15, lm_batch=16, cl_steps=10,
+        cl_batch=16, mim_steps=10, mim_batch=16, vlm_steps=12, vlm_batch=8, eval_per_category=8, eval_batch=64),
+    "default": DEFAULT,
+    "full": replace(
+        DEFAULT, name="full", vit_dim=384, vit_depth=8, vit_heads=6, mae_dec_dim=192, mae_dec_depth=4,
+        clip_text_dim=256, clip_embed_dim=256, lm_dim=512, lm_layers=8, lm_heads=8, lm_ff=1536,
+        lm_steps=20000, lm_batch=256, lm_lr=6e-4, cl_steps=10000, cl_batch=512, cl_lr=5e-4, mim_steps=10000,
+        mim_batch=512, mim_lr=1e-3, vlm_steps=6000, vlm_batch=128, vlm_lr=3e-4, llm_lr=1e-4,
+        eval_per_category=1000),
+}
+
+
+def get_budget(name: str) -> Budget:
+    if name not in BUDGETS:
+        raise ValueError(f"budget={name!r} is unknown; allowed values: {sorted(BUDGETS)}")
+    return BUDGETS[name]

@@ -1,0 +1,101 @@
+"""``vlmlab`` command line: pretrain backbones, run one experiment (through the run notebook), sweeps, results."""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+RUN_NOTEBOOK = REPO / "notebooks" / "run.ipynb"
+
+
+def _knob(text: str):
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--knob expects NAME=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    try:
+        return k, ast.literal_eval(v)
+    except (ValueError, SyntaxError):
+        return k, v
+
+
+def cmd_pretrain(a):
+    from .backbones import load_backbones
+    from .budgets import get_budget
+    from .device import pick_device
+
+    bb = load_backbones(budget=get_budget(a.budget), device=pick_device(a.device))
+    for kind, path in bb.paths.items():
+        print(f"{kind}: {path}")
+
+
+def print_summary(record: dict):
+    from .results import accuracy_table
+
+    for split in ("test", "compositional"):
+        print(f"\n{record['config']['arch']} accuracy (%) on the {split} split, budget {record['config']['budget']}, "
+              f"seed {record['config']['seed']}:")
+        print(accuracy_table(record, split).to_string())
+    print(f"\ntraining: {record['train_seconds']:.0f}s, {record['samples_per_s']:.0f} samples/s; "
+          f"whole run {record['wall_seconds']:.0f}s; parameters {record['params']}")
+
+
+def cmd_run(a):
+    from .runs import RunConfig, params_hash
+
+    knobs = dict(a.knob or [])
+    RunConfig.from_params(arch=a.arch, knobs=knobs, seed=a.seed, budget=a.budget, precision=a.precision)
+    params = {"arch": a.arch, "knobs": knobs, "seed": a.seed, "budget": a.budget, "precision": a.precision}
+    if a.in_process:
+        from .runs import run
+
+        out = Path(a.out or REPO / "papermill_runs" / "cli" / f"{a.arch}-{params_hash(params)}")
+        rec = run(RunConfig.from_params(**params), output_dir=out).record
+    else:
+        from .sweep import execute_notebook
+
+        out = Path(a.out or REPO / "papermill_runs" / "cli" / f"{a.arch}-{params_hash(params)}")
+        rec = execute_notebook(RUN_NOTEBOOK, out, params, progress=True)
+        print(f"executed notebook: {out / 'run.ipynb'}")
+    print(f"record: {out / 'record.json'}")
+    print_summary(rec)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="vlmlab", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("pretrain", help="build (or verify) the cached pretrained backbones for a budget")
+    s.add_argument("--budget", default="default")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(fn=cmd_pretrain)
+
+    s = sub.add_parser("run", help="train + evaluate one architecture via the run notebook; print the table")
+    s.add_argument("--arch", default="llava")
+    s.add_argument("--budget", default="default")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--precision", default="fp32")
+    s.add_argument("--knob", type=_knob, action="append", metavar="NAME=VALUE", help="architecture knob (repeat)")
+    s.add_argument("--out", help="run directory (default: papermill_runs/cli/<arch>-<hash>)")
+    s.add_argument("--in-process", action="store_true", help="skip papermill; run in this process")
+    s.set_defaults(fn=cmd_run)
+
+    try:
+        from .sweep import add_cli as add_sweep_cli
+        add_sweep_cli(sub)
+    except ImportError:
+        pass
+
+    a = p.parse_args(argv)
+    try:
+        a.fn(a)
+    except (ValueError, TypeError) as e:
+        print(f"vlmlab: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""VQA accuracy per question category and split, and the chance level each category's answer sets imply."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from .world import CATEGORIES, SEMANTIC, STRUCTURAL, World
+
+EVAL_SPLITS = ("test", "compositional")
+
+
+def summarize(per_cat: dict[str, float]) -> dict[str, float]:
+    """Add family means (semantic, structural) and the overall mean over categories."""
+    out = dict(per_cat)
+    for fam, cats in (("semantic", SEMANTIC), ("structural", STRUCTURAL)):
+        vals = [per_cat[c] for c in cats if c in per_cat]
+        if vals:
+            out[fam] = sum(vals) / len(vals)
+    vals = [per_cat[c] for c in CATEGORIES if c in per_cat]
+    out["overall"] = sum(vals) / len(vals)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model, world: World, n_per_category: int, batch_size: int = 256, splits=EVAL_SPLITS,
+             precision: str = "fp32") -> dict:
+    """{split: {category | semantic | structural | overall: accuracy}} plus ``chance`` per category.
+
+    A prediction is the argmax over the whole vocabulary at the position before the first answer token.
+    """
+    from .device import autocast
+
+    model.eval()
+    n = n_per_category * len(world.categories)
+    result, chance = {}, defaultdict(list)
+    for split in splits:
+        hits = defaultdict(list)
+        for start in range(0, n, batch_size):
+            batch = world.batch(model.eval_task, split, start, min(batch_size, n - start),
+                                with_images=model.uses_images)
+            with autocast(model.device, precision):
+                pred = model.answer_logits(batch).argmax(-1).cpu()
+            gold = batch["labels"][torch.arange(len(pred)), batch["answer_pos"]]
+            for cat, ok, k in zip(batch["category"], (pred == gold).tolist(), batch["n_answers"].tolist()):
+                hits[cat].append(ok)
+                if split == "test":
+                    chance[cat].append(1.0 / k)
+        result[split] = summarize({c: sum(v) / len(v) for c, v in hits.items()})
+    result["chance"] = summarize({c: sum(v) / len(v) for c, v in chance.items()})
+    return result

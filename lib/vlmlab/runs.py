@@ -1,0 +1,173 @@
+"""One experiment: parameters -> validated config -> trained model -> evaluated record (a JSON-able dict).
+
+The run notebook calls :func:`run`; so do the CLI and the sweeps. Every parameter is checked before any
+training starts, and an error names the parameter and its allowed values.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .archs import ARCHS, VLM, build, get_arch
+from .backbones import Backbones, load_backbones
+from .backbones.cache import cache_root, config_key
+from .budgets import BUDGETS, Budget, get_budget
+from .device import PRECISIONS, pick_device, seed_everything
+from .evaluate import evaluate
+from .train import train_stages
+from .world import World, WorldConfig
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    arch: str = "llava"
+    knobs: dict = field(default_factory=dict)
+    seed: int = 0
+    budget: str = "default"
+    precision: str = "fp32"
+    device: str = "auto"
+    references: bool = True  # also compute (or reuse) the blind floor and the text-oracle ceiling
+
+    @classmethod
+    def from_params(cls, arch="llava", knobs=None, seed=0, budget="default", precision="fp32", device="auto",
+                    references=True) -> "RunConfig":
+        """Validate user parameters (e.g. from a papermill cell) and build the config; raises before training."""
+        _expect("arch", arch, str)
+        if arch not in ARCHS:
+            raise ValueError(f"arch={arch!r} is unknown; allowed values: {sorted(ARCHS)}")
+        _expect("budget", budget, str)
+        get_budget(budget)
+        _expect("seed", seed, int)
+        _expect("knobs", knobs if knobs is not None else {}, dict)
+        _expect("precision", precision, str)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r}; allowed values: {list(PRECISIONS)}")
+        _expect("device", device, str)
+        _expect("references", references, bool)
+        cls_ = get_arch(arch)
+        cls_.KnobsClass.build(arch, knobs)  # validates names, types, values and combinations
+        return cls(arch, dict(knobs or {}), seed, budget, precision, device, references)
+
+    def resolved(self) -> dict:
+        cls_ = get_arch(self.arch)
+        return {**asdict(self), "knobs": asdict(cls_.KnobsClass.build(self.arch, self.knobs))}
+
+
+def _expect(name, value, typ):
+    ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+    if not ok:
+        raise TypeError(f"parameter {name!r} must be a {typ.__name__}, got {value!r} ({type(value).__name__})")
+
+
+@dataclass
+class Experiment:
+    """What a run leaves behind for a notebook: the trained model, its world and the record."""
+
+    config: RunConfig
+    model: VLM
+    world: World
+    backbones: Backbones
+    record: dict
+
+
+def make_data(world: World, batch_size: int):
+    def data(task: str, step: int) -> dict:
+        return world.batch(task, "train", step * batch_size, batch_size, with_images=task != "blind")
+    return data
+
+
+def _references(bb: Backbones, world: World, budget: Budget, device, precision, progress) -> dict:
+    """Blind floor and text-oracle ceiling for this world seed and budget, cached on disk by their inputs."""
+    key = config_key({"refs": 1, "world": asdict(world.config), "seed": world.seed, "budget": budget.as_dict(),
+                      "backbones": bb.paths, "precision": precision})
+    path = cache_root() / "references" / f"{key}.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            pass
+    out = {}
+    oracle = build("oracle", bb, budget).to(device)
+    out["ceiling"] = evaluate(oracle, world, budget.eval_per_category, budget.eval_batch, precision=precision)
+    del oracle
+    seed_everything(world.seed)
+    blind = build("blind", bb, budget).to(device)
+    logs = train_stages(blind, blind.stages(), make_data(world, budget.vlm_batch), budget, device=device,
+                        precision=precision, progress=progress)
+    out["floor"] = evaluate(blind, world, budget.eval_per_category, budget.eval_batch, precision=precision)
+    out["floor_final_loss"] = logs[0].losses[-1] if logs and logs[0].losses else None
+    write_json_atomic(path, out)
+    return out
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None = None,
+        output_dir: str | Path | None = None) -> Experiment:
+    """Train and evaluate one architecture; returns the experiment (model + record). Writes ``record.json``
+    atomically into ``output_dir`` when given."""
+    budget = get_budget(config.budget)
+    device = pick_device(config.device)
+    t_start = time.perf_counter()
+    bb = backbones or load_backbones(WorldConfig(), budget, device=device, progress=progress)
+    world = World(WorldConfig(), seed=config.seed)
+
+    seed_everything(config.seed)
+    model = build(config.arch, bb, budget, config.knobs).to(device)
+    t_train = time.perf_counter()
+    logs = train_stages(model, model.stages(), make_data(world, budget.vlm_batch), budget, device=device,
+                        precision=config.precision, progress=progress)
+    train_s = time.perf_counter() - t_train
+    metrics = evaluate(model, world, budget.eval_per_category, budget.eval_batch, precision=config.precision)
+    diag_batch = world.batch(model.eval_task, "test", 0, min(64, budget.eval_batch))
+    diagnostics = model.diagnostics(diag_batch)
+    refs = _references(bb, world, budget, device, config.precision, progress) if config.references else {}
+
+    n_samples = sum(l.samples for l in logs)
+    record = {
+        "config": config.resolved(),
+        "budget": budget.as_dict(),
+        "metrics": {k: v for k, v in metrics.items() if k != "chance"},
+        "chance": metrics["chance"],
+        "floor": refs.get("floor"),
+        "ceiling": refs.get("ceiling"),
+        "losses": {l.name: l.losses for l in logs},
+        "stages": [{"name": l.name, "steps": l.steps, "seconds": l.seconds, "samples_per_s": l.samples_per_s,
+                    "final_loss": l.losses[-1] if l.losses else None} for l in logs],
+        "train_seconds": train_s,
+        "samples_per_s": n_samples / train_s if train_s else None,
+        "wall_seconds": time.perf_counter() - t_start,
+        "params": model.param_counts(),
+        "diagnostics": diagnostics,
+        "environment": {"vlmlab": __version__, "torch": torch.__version__, "device": str(device),
+                        "threads": torch.get_num_threads(), "python": platform.python_version()},
+        "backbones": bb.paths,
+    }
+    if output_dir is not None:
+        write_json_atomic(Path(output_dir) / "record.json", record)
+    return Experiment(config, model, world, bb, record)
+
+
+def params_hash(params: dict) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+__all__ = ["RunConfig", "Experiment", "run", "write_json_atomic", "params_hash", "BUDGETS"]

@@ -1,0 +1,137 @@
+"""Training loops: one optimisation loop (``optimize``) used by backbone pretraining and by the stage-aware VLM
+trainer (``train_stages``). Stages declare what is trainable; everything else is frozen and gets no gradient.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .device import autocast
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def optimize(params, loss_fn: Callable[[int], torch.Tensor], steps: int, lr: float, *, desc: str = "train",
+             device: torch.device | None = None, precision: str = "fp32", warmup: float = 0.05, clip: float = 1.0,
+             weight_decay: float = 0.0, progress: bool = True, param_groups=None) -> list[float]:
+    """AdamW with linear warm-up and cosine decay; ``loss_fn(step)`` builds a batch and returns the loss.
+
+    Stops with :class:`NonFiniteLoss` the first time the loss is NaN or infinite.
+    """
+    groups = param_groups if param_groups is not None else [{"params": [p for p in params if p.requires_grad]}]
+    groups = [g for g in groups if g["params"]]
+    if not groups or steps <= 0:
+        return []
+    for g in groups:
+        g.setdefault("lr", lr)
+        g["base_lr"] = g["lr"]
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
+    n_warm = max(1, int(warmup * steps))
+    device = device or torch.device("cpu")
+    losses: list[float] = []
+    all_params = [p for g in groups for p in g["params"]]
+    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, mininterval=1.0)
+    for step in bar:
+        scale = (step + 1) / n_warm if step < n_warm else 0.5 * (1 + math.cos(math.pi * (step - n_warm) / max(1, steps - n_warm)))
+        for g in opt.param_groups:
+            g["lr"] = g["base_lr"] * scale
+        with autocast(device, precision):
+            loss = loss_fn(step)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"{desc}: loss became {loss.item()} at step {step}; lower the learning rate or "
+                                f"check the inputs")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(all_params, clip)
+        opt.step()
+        losses.append(float(loss.detach()))
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    bar.close()
+    return losses
+
+
+@dataclass
+class Stage:
+    """One training stage of an architecture.
+
+    trainable: names of sub-modules (attribute paths on the model) whose parameters train in this stage
+    loss:      name of the model method ``loss_<loss>(batch)`` computing the stage loss
+    task:      which text the data carries (see ``vlmlab.world.TASKS``), or "unpaired" for distillation data
+    share:     fraction of the budget's VLM steps spent in this stage
+    lr_scale:  per-module learning-rate multipliers (e.g. the LLM trains slower than a fresh connector)
+    """
+
+    name: str
+    trainable: tuple[str, ...]
+    loss: str = "lm"
+    task: str = "qa"
+    share: float = 1.0
+    lr: dict[str, float] = field(default_factory=dict)
+
+
+def set_trainable(model: torch.nn.Module, names) -> list[torch.nn.Parameter]:
+    """Freeze everything, then unfreeze the named sub-modules (dotted paths). Returns the trainable params."""
+    model.requires_grad_(False)
+    params = []
+    for name in names:
+        mod = model.get_submodule(name)
+        mod.requires_grad_(True)
+        params += [p for p in mod.parameters()]
+    return params
+
+
+@dataclass
+class StageLog:
+    name: str
+    steps: int
+    losses: list[float]
+    seconds: float
+    samples: int
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds if self.seconds else float("nan")
+
+
+def train_stages(model, stages: list[Stage], data, budget, *, device, precision: str = "fp32",
+                 progress: bool = True) -> list[StageLog]:
+    """Run each stage: set the trainable set, build per-module LR groups, optimise the stage loss."""
+    logs = []
+    total = budget.vlm_steps
+    offset = 0
+    for st in stages:
+        steps = max(1, round(total * st.share))
+        set_trainable(model, st.trainable)
+        groups = []
+        for name in st.trainable:
+            ps = [p for p in model.get_submodule(name).parameters() if p.requires_grad]
+            groups.append({"params": ps, "lr": st.lr.get(name, budget.vlm_lr)})
+        # parameters shared by two named modules must appear once
+        seen = set()
+        for g in groups:
+            g["params"] = [p for p in g["params"] if not (id(p) in seen or seen.add(id(p)))]
+        loss_method = getattr(model, f"loss_{st.loss}")
+        model.train()
+        start = offset
+
+        def loss_fn(step, _st=st, _start=start, _loss=loss_method):
+            batch = data(_st.task, _start + step)
+            return _loss(batch)
+
+        t0 = time.perf_counter()
+        losses = optimize(None, loss_fn, steps, budget.vlm_lr, desc=f"{model.arch}:{st.name}", device=device,
+                          precision=precision, progress=progress, param_groups=groups)
+        logs.append(StageLog(st.name, steps, losses, time.perf_counter() - t0, steps * budget.vlm_batch))
+        offset += steps
+    model.requires_grad_(False)
+    model.eval()
+    return logs

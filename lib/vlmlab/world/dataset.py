@@ -1,0 +1,116 @@
+"""Samples, splits and tokenized batches of the built-in world.
+
+Sample ``i`` of split ``s`` under seed ``k`` is drawn from ``default_rng([k, s, i])``: the same seed gives
+byte-identical images and questions in any order, on any machine, in any number of worker processes.
+Categories cycle with the index, so every batch of 8·m consecutive samples is exactly balanced.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .questions import CATEGORIES, QA, make_question
+from .render import render
+from .scenes import Obj, ObjectSampler, WorldConfig
+from .text import caption, scene_text
+from .tokenizer import IMG, build_tokenizer
+
+SPLITS = {"train": 0, "val": 1, "test": 2, "compositional": 3}
+# the text each training/evaluation task feeds the model: (prompt, target)
+TASKS = ("qa", "describe", "oracle", "blind", "scene_lm")
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: np.ndarray  # uint8 [H, W, 3]
+    scene: tuple[Obj, ...]
+    qa: QA
+    split: str
+    index: int
+
+    @property
+    def scene_text(self) -> str:
+        return scene_text(self.scene)
+
+
+def prompt_and_target(task: str, s: Sample) -> tuple[str, str]:
+    q, a = s.qa.question, s.qa.answer
+    if task == "qa":  # the VQA format every VLM is trained and evaluated on
+        return f"image : {IMG} question : {q} answer :", a
+    if task == "describe":  # alignment data: the image must be read like the scene text
+        return f"image : {IMG} scene :", s.scene_text
+    if task == "oracle":  # the text oracle reads the scene text instead of the image
+        return f"scene : {s.scene_text} question : {q} answer :", a
+    if task == "blind":  # the blind floor sees the question only
+        return f"question : {q} answer :", a
+    if task == "scene_lm":  # LM pretraining: scene text, question and answer all supervised
+        return "scene :", f"{s.scene_text} question : {q} answer : {a}"
+    raise ValueError(f"task={task!r}; allowed: {TASKS}")
+
+
+class World:
+    """A seeded, endless supply of samples and batches of the built-in world."""
+
+    def __init__(self, config: WorldConfig | None = None, seed: int = 0, categories=CATEGORIES):
+        self.config = config or WorldConfig()
+        self.seed = int(seed)
+        bad = [c for c in categories if c not in CATEGORIES]
+        if bad:
+            raise ValueError(f"categories={bad} unknown; allowed: {CATEGORIES}")
+        self.categories = tuple(categories)
+        self.tokenizer = build_tokenizer(self.config)
+        self._samplers = {False: ObjectSampler(self.config), True: ObjectSampler(self.config, compositional=True)}
+
+    def sample(self, split: str, index: int) -> Sample:
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r}; allowed: {tuple(SPLITS)}")
+        rng = np.random.default_rng([self.seed, SPLITS[split], int(index)])
+        category = self.categories[index % len(self.categories)]
+        scene, qa = make_question(rng, self.config, self._samplers[split == "compositional"], category)
+        return Sample(render(self.config, scene, rng), scene, qa, split, int(index))
+
+    def samples(self, split: str, start: int, n: int) -> list[Sample]:
+        return [self.sample(split, i) for i in range(start, start + n)]
+
+    def caption(self, s: Sample) -> str:
+        return caption(self.config, s.scene)
+
+    # ---- tensors -------------------------------------------------------------------------------------------
+    @staticmethod
+    def images(samples: list[Sample]) -> torch.Tensor:
+        """uint8 [B,H,W,3] -> float [B,3,H,W] in [0,1]."""
+        arr = np.stack([s.image for s in samples])
+        return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
+
+    def encode(self, task: str, samples: list[Sample]) -> dict[str, torch.Tensor]:
+        """Tokenize prompt+target; labels are -100 on the prompt and padding (loss on the target + eos)."""
+        tok = self.tokenizer
+        pairs = [prompt_and_target(task, s) for s in samples]
+        prompts = tok([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
+        targets = tok([t for _, t in pairs], add_special_tokens=False)["input_ids"]
+        seqs, labs = [], []
+        for p, t in zip(prompts, targets):
+            seqs.append([tok.bos_token_id] + p + t + [tok.eos_token_id])
+            labs.append([-100] * (1 + len(p)) + t + [tok.eos_token_id])
+        L = max(map(len, seqs))
+        ids = torch.full((len(seqs), L), tok.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(seqs), L), -100, dtype=torch.long)
+        mask = torch.zeros((len(seqs), L), dtype=torch.long)
+        for i, (s, l) in enumerate(zip(seqs, labs)):
+            ids[i, : len(s)] = torch.tensor(s)
+            labels[i, : len(l)] = torch.tensor(l)
+            mask[i, : len(s)] = 1
+        # position of the first answer token (the evaluator scores the logits one step before it)
+        first = (labels != -100).int().argmax(dim=1)
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask, "answer_pos": first}
+
+    def batch(self, task: str, split: str, start: int, n: int, with_images: bool = True) -> dict:
+        samples = self.samples(split, start, n)
+        out = self.encode(task, samples)
+        if with_images:
+            out["pixel_values"] = self.images(samples)
+        out["category"] = [s.qa.category for s in samples]
+        out["n_answers"] = torch.tensor([len(s.qa.answers) for s in samples])
+        return out

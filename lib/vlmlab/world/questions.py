@@ -1,0 +1,179 @@
+"""Questions with one-word answers, each generated together with a scene that makes its answer true.
+
+The answer is drawn first, uniformly from the question's answer set, independently of the question's wording,
+and the scene is then built to satisfy it. A blind model (question only) therefore cannot beat chance: the
+question text carries no information about the answer. ``vlmlab.world.dataset`` measures this (data/README.md).
+
+Categories mirror GQA's semantic/structural split that X-Former reports:
+
+- semantic: ``attribute`` (color of a shape), ``object`` (shape of a color), ``existence`` (is there a X Y),
+  ``texture`` (the fine detail captions omit)
+- structural: ``spatial`` (left of / above), ``counting`` (0-3), ``comparison`` (bigger / same color),
+  ``logical`` (and / or)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .scenes import Obj, ObjectSampler, WorldConfig, place
+
+SEMANTIC = ("attribute", "object", "existence", "texture")
+STRUCTURAL = ("spatial", "counting", "comparison", "logical")
+CATEGORIES = SEMANTIC + STRUCTURAL
+NUMBERS = ("zero", "one", "two", "three")
+TEMPLATE_WORDS = ["what", "color", "shape", "texture", "is", "the", "object", "there", "a", "?", "yes", "no",
+                  "left", "of", "above", "how", "many", "objects", "are", "bigger", "than", "same", "or", "and",
+                  *NUMBERS]
+
+
+@dataclass(frozen=True)
+class QA:
+    question: str
+    answer: str
+    category: str
+    answers: tuple[str, ...]  # the answer set this question's answer was drawn from (chance = 1/len)
+
+    @property
+    def family(self) -> str:
+        return "semantic" if self.category in SEMANTIC else "structural"
+
+
+def _pick(rng, seq):
+    return seq[int(rng.integers(len(seq)))]
+
+
+def _n_objects(rng, w: WorldConfig, at_least: int) -> int:
+    lo = max(w.min_objects, at_least)
+    return int(rng.integers(lo, w.max_objects + 1))
+
+
+def _fill(rng, smp: ObjectSampler, w, objs, n, **exclude):
+    while len(objs) < n:
+        objs.append(smp.draw(rng, **exclude))
+    return objs
+
+
+def q_attribute(rng, w, smp):
+    target = smp.draw(rng)  # its color is uniform over colors (up to the held-out pairs)
+    objs = _fill(rng, smp, w, [target], _n_objects(rng, w, 1), not_shapes=(target.shape,))
+    answers = tuple(c for c in w.colors if smp.allowed(target.shape, c))  # held-out pairs never answer
+    return objs, None, QA(f"what color is the {target.shape} ?", target.color, "attribute", answers)
+
+
+def q_object(rng, w, smp):
+    target = smp.draw(rng)
+    objs = _fill(rng, smp, w, [target], _n_objects(rng, w, 1), not_colors=(target.color,))
+    answers = tuple(s for s in w.shapes if smp.allowed(s, target.color))
+    return objs, None, QA(f"what shape is the {target.color} object ?", target.shape, "object", answers)
+
+
+def q_texture(rng, w, smp):
+    target = smp.draw(rng)
+    objs = _fill(rng, smp, w, [target], _n_objects(rng, w, 1), not_colors=(target.color,))
+    return objs, None, QA(f"what texture is the {target.color} object ?", target.texture, "texture", w.textures)
+
+
+def q_existence(rng, w, smp):
+    probe = smp.draw(rng)
+    yes = bool(rng.integers(2))
+    pair = ((probe.shape, probe.color),)
+    objs = [probe] if yes else []
+    objs = _fill(rng, smp, w, objs, _n_objects(rng, w, 1), not_pairs=pair)
+    rng.shuffle(objs)
+    return objs, None, QA(f"is there a {probe.color} {probe.shape} ?", "yes" if yes else "no", "existence",
+                          ("yes", "no"))
+
+
+def q_spatial(rng, w, smp):
+    a = smp.draw(rng)
+    b = smp.draw(rng, not_shapes=(a.shape,))
+    rel = _pick(rng, ("left", "above"))
+    yes = bool(rng.integers(2))
+    g = w.grid
+    while True:  # two distinct cells whose order along the axis matches the answer (strict for yes)
+        ra, ca, rb, cb = (int(v) for v in rng.integers(0, g, size=4))
+        if (ra, ca) == (rb, cb):
+            continue
+        along = (ca < cb) if rel == "left" else (ra < rb)
+        if along == yes:
+            break
+    objs = _fill(rng, smp, w, [a, b], _n_objects(rng, w, 2), not_shapes=(a.shape, b.shape))
+    taken = {(ra, ca), (rb, cb)}
+    free = [(r, c) for r in range(g) for c in range(g) if (r, c) not in taken]
+    extra = [free[i] for i in rng.choice(len(free), size=len(objs) - 2, replace=False)]
+    q = f"is the {a.shape} left of the {b.shape} ?" if rel == "left" else f"is the {a.shape} above the {b.shape} ?"
+    return objs, [(ra, ca), (rb, cb), *extra], QA(q, "yes" if yes else "no", "spatial", ("yes", "no"))
+
+
+def q_counting(rng, w, smp):
+    k = int(rng.integers(0, min(len(NUMBERS), w.max_objects + 1)))
+    if rng.integers(2):
+        color = _pick(rng, w.colors)
+        objs = [smp.draw(rng, color=color) for _ in range(k)]
+        objs = _fill(rng, smp, w, objs, _n_objects(rng, w, max(k, 1)), not_colors=(color,))
+        q = f"how many {color} objects are there ?"
+    else:
+        shape = _pick(rng, w.shapes)
+        objs = [smp.draw(rng, shape=shape) for _ in range(k)]
+        objs = _fill(rng, smp, w, objs, _n_objects(rng, w, max(k, 1)), not_shapes=(shape,))
+        q = f"how many {shape} objects are there ?"
+    return objs, None, QA(q, NUMBERS[k], "counting", NUMBERS[: w.max_objects + 1])
+
+
+def q_comparison(rng, w, smp):
+    a = smp.draw(rng)
+    yes = bool(rng.integers(2))
+    if rng.integers(2):
+        # bigger: yes iff a large and b small
+        if yes:
+            a = smp.draw(rng, shape=a.shape, size="large")
+            b = smp.draw(rng, not_shapes=(a.shape,), size="small")
+        else:
+            a = smp.draw(rng, shape=a.shape)
+            b = smp.draw(rng, not_shapes=(a.shape,), size="large" if a.size == "large" else None)
+        q = f"is the {a.shape} bigger than the {b.shape} ?"
+    else:
+        if yes:
+            b = smp.draw(rng, not_shapes=(a.shape,), color=a.color)
+        else:
+            b = smp.draw(rng, not_shapes=(a.shape,), not_colors=(a.color,))
+        q = f"is the {a.shape} the same color as the {b.shape} ?"
+    objs = _fill(rng, smp, w, [a, b], _n_objects(rng, w, 2), not_shapes=(a.shape, b.shape))
+    return objs, None, QA(q, "yes" if yes else "no", "comparison", ("yes", "no"))
+
+
+def q_logical(rng, w, smp):
+    a = smp.draw(rng)
+    b = smp.draw(rng, not_pairs=((a.shape, a.color),))
+    op = _pick(rng, ("and", "or"))
+    yes = bool(rng.integers(2))
+    if op == "and":
+        present = [(True, True)] if yes else [(True, False), (False, True), (False, False)]
+    else:
+        present = [(True, False), (False, True), (True, True)] if yes else [(False, False)]
+    has_a, has_b = present[int(rng.integers(len(present)))]
+    objs = ([a] if has_a else []) + ([b] if has_b else [])
+    pairs = ((a.shape, a.color), (b.shape, b.color))
+    objs = _fill(rng, smp, w, objs, _n_objects(rng, w, max(len(objs), 1)), not_pairs=pairs)
+    rng.shuffle(objs)
+    q = f"is there a {a.color} {a.shape} {op} a {b.color} {b.shape} ?"
+    return objs, None, QA(q, "yes" if yes else "no", "logical", ("yes", "no"))
+
+
+GENERATORS = {
+    "attribute": q_attribute, "object": q_object, "existence": q_existence, "texture": q_texture,
+    "spatial": q_spatial, "counting": q_counting, "comparison": q_comparison, "logical": q_logical,
+}
+
+
+def make_question(rng: np.random.Generator, w: WorldConfig, smp: ObjectSampler, category: str):
+    """Draw (scene, QA) for one category. In the compositional split, resample until a held-out pair appears."""
+    holdout = set(w.holdout)
+    for _ in range(200):
+        objs, cells, qa = GENERATORS[category](rng, w, smp)
+        if smp.compositional and not any((o.shape, o.color) in holdout for o in objs):
+            continue
+        return place(rng, w, objs, cells), qa
+    raise RuntimeError(f"could not draw a compositional {category} question")
