@@ -1,9 +1,14 @@
 """Architectures behind one interface (``VLM``); ``ARCHS`` maps names to classes."""
 from .base import VLM, Knobs, knob, splice
+from .hovle import HoVLE
 from .llava import Llava
+from .llavit import LLaViT
+from .ovis import Ovis
 from .references import Blind, TextOracle
+from .vwlmm import VWLMM
+from .xformer import XFormer
 
-ARCHS: dict[str, type[VLM]] = {"llava": Llava}
+ARCHS: dict[str, type[VLM]] = {"hovle": HoVLE, "llava": Llava, "llavit": LLaViT, "ovis": Ovis, "vwlmm": VWLMM, "xformer": XFormer}
 REFERENCES: dict[str, type[VLM]] = {"blind": Blind, "oracle": TextOracle}
 
 

@@ -30,8 +30,8 @@ class Backbones:
     tokenizer: PreTrainedTokenizerBase
     lm: LlamaForCausalLM
     cl: VisionEncoder
-    mim: VisionEncoder
-    mim_decoder: MAEDecoder
+    mim: VisionEncoder | None
+    mim_decoder: MAEDecoder | None
     patch: int
     mae_mask_ratio: float = 0.75
     paths: dict = field(default_factory=dict)
@@ -39,7 +39,8 @@ class Backbones:
 
     def to(self, device):
         for m in (self.lm, self.cl, self.mim, self.mim_decoder):
-            m.to(device)
+            if m is not None:  # real backbones may come without a MIM encoder or decoder
+                m.to(device)
         return self
 
 

@@ -19,7 +19,7 @@ from .tokenizer import IMG, build_tokenizer
 
 SPLITS = {"train": 0, "val": 1, "test": 2, "compositional": 3}
 # the text each training/evaluation task feeds the model: (prompt, target)
-TASKS = ("qa", "describe", "oracle", "blind", "scene_lm")
+TASKS = ("qa", "describe", "caption", "oracle", "blind", "scene_lm")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class Sample:
     qa: QA
     split: str
     index: int
+    world: WorldConfig
 
     @property
     def scene_text(self) -> str:
@@ -41,6 +42,8 @@ def prompt_and_target(task: str, s: Sample) -> tuple[str, str]:
         return f"image : {IMG} question : {q} answer :", a
     if task == "describe":  # alignment data: the image must be read like the scene text
         return f"image : {IMG} scene :", s.scene_text
+    if task == "caption":  # coarse alt-text (X-Former's image-text objectives, CLIP-style pairs)
+        return f"image : {IMG} caption :", caption(s.world, s.scene)
     if task == "oracle":  # the text oracle reads the scene text instead of the image
         return f"scene : {s.scene_text} question : {q} answer :", a
     if task == "blind":  # the blind floor sees the question only
@@ -53,14 +56,15 @@ def prompt_and_target(task: str, s: Sample) -> tuple[str, str]:
 class World:
     """A seeded, endless supply of samples and batches of the built-in world."""
 
-    def __init__(self, config: WorldConfig | None = None, seed: int = 0, categories=CATEGORIES):
+    def __init__(self, config: WorldConfig | None = None, seed: int = 0, categories=CATEGORIES, tokenizer=None):
         self.config = config or WorldConfig()
         self.seed = int(seed)
         bad = [c for c in categories if c not in CATEGORIES]
         if bad:
             raise ValueError(f"categories={bad} unknown; allowed: {CATEGORIES}")
         self.categories = tuple(categories)
-        self.tokenizer = build_tokenizer(self.config)
+        # the world's word-level tokenizer, or a real one (every answer must then start a new token)
+        self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(self.config)
         self._samplers = {False: ObjectSampler(self.config), True: ObjectSampler(self.config, compositional=True)}
 
     def sample(self, split: str, index: int) -> Sample:
@@ -69,7 +73,7 @@ class World:
         rng = np.random.default_rng([self.seed, SPLITS[split], int(index)])
         category = self.categories[index % len(self.categories)]
         scene, qa = make_question(rng, self.config, self._samplers[split == "compositional"], category)
-        return Sample(render(self.config, scene, rng), scene, qa, split, int(index))
+        return Sample(render(self.config, scene, rng), scene, qa, split, int(index), self.config)
 
     def samples(self, split: str, start: int, n: int) -> list[Sample]:
         return [self.sample(split, i) for i in range(start, start + n)]
@@ -89,7 +93,9 @@ class World:
         tok = self.tokenizer
         pairs = [prompt_and_target(task, s) for s in samples]
         prompts = tok([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
-        targets = tok([t for _, t in pairs], add_special_tokens=False)["input_ids"]
+        # the leading space makes a subword tokenizer see " red" as it would inside "answer : red" (the
+        # word-level tokenizer ignores it)
+        targets = tok([" " + t for _, t in pairs], add_special_tokens=False)["input_ids"]
         seqs, labs = [], []
         for p, t in zip(prompts, targets):
             seqs.append([tok.bos_token_id] + p + t + [tok.eos_token_id])

@@ -1,0 +1,68 @@
+"""Shared fixtures: a tiny world and tiny backbones with random weights (no pretraining), and a session-wide
+smoke-budget cache for the end-to-end tests."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _smoke_cache(tmp_path_factory):
+    """Tests never touch the user's cache: backbones for the smoke budget are built once per session here."""
+    if "VLMLAB_TEST_CACHE" in os.environ:  # reuse across test sessions when set (local iteration)
+        root = Path(os.environ["VLMLAB_TEST_CACHE"])
+    else:
+        root = tmp_path_factory.mktemp("vlmlab-cache")
+    old = os.environ.get("VLMLAB_CACHE")
+    os.environ["VLMLAB_CACHE"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("VLMLAB_CACHE", None)
+    else:
+        os.environ["VLMLAB_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def smoke_budget():
+    from vlmlab.budgets import get_budget
+
+    return get_budget("smoke")
+
+
+@pytest.fixture(scope="session")
+def world():
+    from vlmlab.world import World
+
+    return World(seed=0)
+
+
+def make_tiny_backbones(world, budget):
+    """Backbones with random weights at the smoke budget's shapes: for fidelity tests of the mechanisms."""
+    from vlmlab.backbones import Backbones
+    from vlmlab.backbones.pretrain import make_lm, new_vision_encoder
+    from vlmlab.backbones.vision import MAEDecoder
+
+    torch.manual_seed(0)
+    tok = world.tokenizer
+    lm = make_lm(len(tok), budget, tok.pad_token_id, tok.bos_token_id, tok.eos_token_id).eval()
+    cl = new_vision_encoder(world, budget).eval()
+    mim = new_vision_encoder(world, budget).eval()
+    dec = MAEDecoder(budget.vit_dim, budget.mae_dec_dim, budget.mae_dec_depth, 1, mim.grid ** 2,
+                     budget.vit_patch ** 2 * 3).eval()
+    return Backbones(tok, lm, cl, mim, dec, budget.vit_patch, budget.mim_mask_ratio)
+
+
+@pytest.fixture(scope="session")
+def tiny_backbones(world, smoke_budget):
+    return make_tiny_backbones(world, smoke_budget)
+
+
+@pytest.fixture
+def batch(world):
+    """A small QA batch from the test split (8 samples: one per category)."""
+    return world.batch("qa", "test", 0, 8)

@@ -1,0 +1,51 @@
+"""Runs: parameter validation before training, determinism, the record, the run notebook under papermill."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from vlmlab.runs import RunConfig, run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("params, exc, pattern", [
+    ({"arch": "gpt5"}, ValueError, r"arch='gpt5'.*allowed values.*llava"),
+    ({"budget": "huge"}, ValueError, r"budget='huge'.*allowed values.*default.*smoke"),
+    ({"knobs": {"table_size": 8}}, ValueError, r"knobs=\['table_size'\] do not apply to arch='llava'"),
+    ({"seed": "0"}, TypeError, r"parameter 'seed' must be a int"),
+    ({"knobs": {"connector_depth": 2.5}}, TypeError, r"connector_depth.*must be a int"),
+    ({"precision": "fp8"}, ValueError, r"precision='fp8'.*allowed values"),
+])
+def test_bad_parameters_fail_with_named_parameter(params, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        RunConfig.from_params(**{"budget": "smoke", **params})
+
+
+@pytest.fixture(scope="module")
+def smoke_runs():
+    cfg = RunConfig.from_params(arch="llava", budget="smoke", seed=3)
+    return run(cfg, progress=False), run(cfg, progress=False)
+
+
+def test_same_seed_same_metrics(smoke_runs):
+    a, b = (e.record for e in smoke_runs)
+    assert a["metrics"] == b["metrics"] and a["floor"] == b["floor"] and a["ceiling"] == b["ceiling"]
+    assert a["losses"] == b["losses"]
+
+
+def test_record_contents(smoke_runs, tmp_path):
+    rec = smoke_runs[0].record
+    for split in ("test", "compositional"):
+        assert set(rec["metrics"][split]) >= {"attribute", "counting", "semantic", "structural", "overall"}
+        assert all(0 <= v <= 1 for v in rec["metrics"][split].values())
+    assert rec["floor"]["test"] and rec["ceiling"]["test"]
+    assert list(rec["losses"]) == ["align", "instruct"] and all(math.isfinite(x) for x in rec["losses"]["align"])
+    assert rec["params"]["trainable"] < rec["params"]["total"]
+    assert rec["samples_per_s"] > 0 and rec["wall_seconds"] >= rec["train_seconds"] > 0
+    assert rec["config"]["knobs"] == {"encoder": "cl", "feature_layer": -2, "connector_depth": 2, "attention": "causal"}
+    json.dumps(rec)  # JSON-able
+    assert len(rec["diagnostics"]["answer_to_image_attention_map"]) == 16

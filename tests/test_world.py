@@ -1,0 +1,108 @@
+"""The built-in world: determinism, balance (the blind floor cannot beat chance), splits, tokenizer."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from vlmlab.world import CATEGORIES, World, WorldConfig, build_tokenizer, prompt_and_target
+
+
+def test_same_seed_gives_byte_identical_samples():
+    a, b = World(seed=7), World(seed=7)
+    for i in (0, 5, 123):
+        sa, sb = a.sample("train", i), b.sample("train", i)
+        assert sa.image.tobytes() == sb.image.tobytes()
+        assert sa.qa == sb.qa and sa.scene == sb.scene
+    assert World(seed=8).sample("train", 0).image.tobytes() != a.sample("train", 0).image.tobytes()
+
+
+def test_samples_do_not_depend_on_access_order(world):
+    forward = [world.sample("test", i).qa for i in range(10)]
+    backward = [world.sample("test", i).qa for i in reversed(range(10))][::-1]
+    assert forward == backward
+
+
+def test_categories_cycle_and_answers_are_balanced(world):
+    samples = world.samples("train", 0, 8 * 300)
+    assert Counter(s.qa.category for s in samples) == {c: 300 for c in CATEGORIES}
+    for cat in CATEGORIES:
+        answers = Counter(s.qa.answer for s in samples if s.qa.category == cat)
+        n_answers = len(samples[CATEGORIES.index(cat)].qa.answers)
+        # every answer appears, and none is more than twice as frequent as uniform
+        assert max(answers.values()) / 300 < 2.0 / n_answers, (cat, answers)
+
+
+def test_answers_are_independent_of_question_wording(world):
+    """The blind floor sits at chance only if P(answer | question) is flat: check yes/no templates."""
+    samples = world.samples("train", 0, 8 * 400)
+    by_q = {}
+    for s in samples:
+        if s.qa.answer in ("yes", "no"):
+            template = " ".join(w for w in s.qa.question.split() if w not in set(world.config.colors + world.config.shapes))
+            by_q.setdefault((s.qa.category, template), []).append(s.qa.answer == "yes")
+    for key, ys in by_q.items():
+        if len(ys) >= 80:
+            assert 0.35 < np.mean(ys) < 0.65, (key, np.mean(ys))
+
+
+def test_answer_is_true_of_the_scene(world):
+    """Spot-check the generators' semantics against the scene graph."""
+    for s in world.samples("val", 0, 400):
+        q, a, objs = s.qa.question.split(), s.qa.answer, s.scene
+        if s.qa.category == "attribute":
+            (obj,) = [o for o in objs if o.shape == q[4]]
+            assert obj.color == a
+        elif s.qa.category == "counting":
+            attr = q[2]
+            n = sum(1 for o in objs if attr in (o.color, o.shape))
+            assert ["zero", "one", "two", "three"][n] == a
+        elif s.qa.category == "existence":
+            assert any(o.color == q[3] and o.shape == q[4] for o in objs) == (a == "yes")
+        elif s.qa.category == "spatial":
+            (oa,) = [o for o in objs if o.shape == q[2]]
+            (ob,) = [o for o in objs if o.shape == q[-2]]
+            truth = oa.col < ob.col if q[3] == "left" else oa.row < ob.row
+            assert truth == (a == "yes")
+
+
+def test_compositional_split_holds_out_pairs(world):
+    held = set(world.config.holdout)
+    for split in ("train", "test"):
+        for s in world.samples(split, 0, 200):
+            assert not any((o.shape, o.color) in held for o in s.scene)
+    for s in world.samples("compositional", 0, 200):
+        assert any((o.shape, o.color) in held for o in s.scene)
+
+
+def test_objects_fit_their_cells_and_images_are_uint8(world):
+    s = world.sample("train", 3)
+    assert s.image.dtype == np.uint8 and s.image.shape == (64, 64, 3)
+    assert len({o.cell for o in s.scene}) == len(s.scene)
+
+
+def test_tokenizer_is_word_level_and_round_trips(world):
+    tok = world.tokenizer
+    for task in ("qa", "describe", "oracle", "blind", "scene_lm", "caption"):
+        p, t = prompt_and_target(task, world.sample("train", 1))
+        ids = tok(f"{p} {t}", add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids
+        assert tok.decode(ids) == f"{p} {t}"
+    assert len(tok(world.sample("train", 0).qa.answer, add_special_tokens=False)["input_ids"]) == 1
+
+
+def test_bad_world_config_is_rejected():
+    with pytest.raises(ValueError, match="grid"):
+        WorldConfig(image_size=63)
+    with pytest.raises(ValueError, match="split"):
+        World().sample("holdout", 0)
+
+
+def test_batch_labels_supervise_the_answer(world):
+    b = world.batch("qa", "train", 0, 8)
+    tok = world.tokenizer
+    for i in range(8):
+        ans = b["labels"][i, b["answer_pos"][i]].item()
+        assert tok.convert_ids_to_tokens(ans) == world.sample("train", i).qa.answer
+    assert b["pixel_values"].shape == (8, 3, 64, 64) and 0 <= b["pixel_values"].min() <= b["pixel_values"].max() <= 1
