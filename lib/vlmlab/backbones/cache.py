@@ -6,6 +6,8 @@ file; an entry whose manifest is missing or does not match its files is treated 
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -62,6 +64,20 @@ def lookup(name: str, config: dict, root: Path | None = None) -> Path | None:
     warnings.warn(f"cache entry {path} is partial or corrupt; it will be rebuilt", stacklevel=2)
     shutil.rmtree(path, ignore_errors=True)
     return None
+
+
+@contextlib.contextmanager
+def build_lock(name: str, config: dict, root: Path | None = None):
+    """Exclusive lock per entry: concurrent processes (sweep workers, notebooks) build an entry once; the others
+    wait, then find it in the cache."""
+    path = entry_dir(name, config, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def store(name: str, config: dict, write, root: Path | None = None) -> Path:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ..budgets import Budget
@@ -33,10 +34,25 @@ def pretrain_lm(world: World, b: Budget, device, progress=True) -> tuple[LlamaFo
     torch.manual_seed(PRETRAIN_SEED)
     lm = make_lm(len(tok), b, tok.pad_token_id, tok.bos_token_id, tok.eos_token_id).to(device)
 
+    answer_id = tok.convert_tokens_to_ids("answer")
+
     def loss(step):
-        batch = world.batch("scene_lm", "train", step * b.lm_batch, b.lm_batch, with_images=False)
-        return lm(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                  labels=batch["labels"].to(device)).loss
+        batch = world.batch("scene_lm", "train", step * b.lm_batch, b.lm_batch, with_images=False,
+                            extra_questions=b.lm_extra_questions)
+        ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
+        logits = lm(input_ids=ids, attention_mask=batch["attention_mask"].to(device)).logits[:, :-1].float()
+        target = labels[:, 1:]
+        ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100, reduction="none")
+        ce = ce.view_as(target)
+        valid = target != -100
+        # answers are one token in ~20: weigh them up, they carry the reasoning the oracle needs
+        is_answer = torch.zeros_like(valid)
+        is_answer[:, 1:] = ids[:, 1:-1] == answer_id  # ids[t] == "answer", ids[t+1] == ":", target t+1 = answer
+        is_answer = torch.roll(is_answer, 1, dims=1) & valid
+        loss = ce[valid].mean()
+        if is_answer.any():
+            loss = loss + b.lm_answer_weight * ce[is_answer].mean()
+        return loss
 
     losses = optimize(lm.parameters(), loss, b.lm_steps, b.lm_lr, desc="pretrain LM (text only)", device=device,
                       progress=progress, weight_decay=0.01)

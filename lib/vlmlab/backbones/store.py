@@ -99,12 +99,15 @@ def load_backbones(world_config: WorldConfig | None = None, budget: Budget | Non
             if not build:
                 raise FileNotFoundError(f"the {kind} backbone for budget {b.name!r} is not cached; run "
                                         f"`vlmlab pretrain --budget {b.name}`")
-            _say(f"building the {kind.upper()} backbone for budget {b.name!r} (once; cached under "
-                 f"{cache.entry_dir(kind, keys[kind], root)})")
-            t0 = time.perf_counter()
-            parts, ls = _build(kind, world, b, device, progress)
-            path = cache.store(kind, keys[kind], _write(kind, parts, ls, world.tokenizer), root)
-            _say(f"built {kind.upper()} in {time.perf_counter() - t0:.0f}s")
+            with cache.build_lock(kind, keys[kind], root):
+                path = cache.lookup(kind, keys[kind], root)  # another process may have built it meanwhile
+                if path is None:
+                    _say(f"building the {kind.upper()} backbone for budget {b.name!r} (once; cached under "
+                         f"{cache.entry_dir(kind, keys[kind], root)})")
+                    t0 = time.perf_counter()
+                    parts, ls = _build(kind, world, b, device, progress)
+                    path = cache.store(kind, keys[kind], _write(kind, parts, ls, world.tokenizer), root)
+                    _say(f"built {kind.upper()} in {time.perf_counter() - t0:.0f}s")
         paths[kind] = path
         losses[kind] = json.loads((path / "losses.json").read_text())
 

@@ -6,12 +6,13 @@ Categories cycle with the index, so every batch of 8·m consecutive samples is e
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .questions import CATEGORIES, QA, make_question
+from .questions import CATEGORIES, QA, ask_more, make_question
 from .render import render
 from .scenes import Obj, ObjectSampler, WorldConfig
 from .text import caption, scene_text
@@ -30,6 +31,7 @@ class Sample:
     split: str
     index: int
     world: WorldConfig
+    extra_qa: tuple = ()  # further (question, answer) pairs about the same scene (LM pretraining only)
 
     @property
     def scene_text(self) -> str:
@@ -48,8 +50,9 @@ def prompt_and_target(task: str, s: Sample) -> tuple[str, str]:
         return f"scene : {s.scene_text} question : {q} answer :", a
     if task == "blind":  # the blind floor sees the question only
         return f"question : {q} answer :", a
-    if task == "scene_lm":  # LM pretraining: scene text, question and answer all supervised
-        return "scene :", f"{s.scene_text} question : {q} answer : {a}"
+    if task == "scene_lm":  # LM pretraining: scene text, then several questions and answers, all supervised
+        more = "".join(f" question : {mq} answer : {ma}" for mq, ma in s.extra_qa)
+        return "scene :", f"{s.scene_text} question : {q} answer : {a}{more}"
     raise ValueError(f"task={task!r}; allowed: {TASKS}")
 
 
@@ -74,6 +77,12 @@ class World:
         category = self.categories[index % len(self.categories)]
         scene, qa = make_question(rng, self.config, self._samplers[split == "compositional"], category)
         return Sample(render(self.config, scene, rng), scene, qa, split, int(index), self.config)
+
+    def sample_with_questions(self, split: str, index: int, k: int) -> Sample:
+        """A sample plus k further well-posed questions about its scene (denser supervision for the LM)."""
+        s = self.sample(split, index)
+        rng = np.random.default_rng([self.seed, SPLITS[split], int(index), 1])
+        return dataclasses.replace(s, extra_qa=tuple(ask_more(rng, self.config, s.scene, k)))
 
     def samples(self, split: str, start: int, n: int) -> list[Sample]:
         return [self.sample(split, i) for i in range(start, start + n)]
@@ -112,8 +121,11 @@ class World:
         first = (labels != -100).int().argmax(dim=1)
         return {"input_ids": ids, "labels": labels, "attention_mask": mask, "answer_pos": first}
 
-    def batch(self, task: str, split: str, start: int, n: int, with_images: bool = True) -> dict:
-        samples = self.samples(split, start, n)
+    def batch(self, task: str, split: str, start: int, n: int, with_images: bool = True, extra_questions: int = 0) -> dict:
+        if extra_questions:
+            samples = [self.sample_with_questions(split, i, extra_questions) for i in range(start, start + n)]
+        else:
+            samples = self.samples(split, start, n)
         out = self.encode(task, samples)
         if with_images:
             out["pixel_values"] = self.images(samples)

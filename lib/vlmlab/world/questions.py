@@ -177,3 +177,77 @@ def make_question(rng: np.random.Generator, w: WorldConfig, smp: ObjectSampler, 
             continue
         return place(rng, w, objs, cells), qa
     raise RuntimeError(f"could not draw a compositional {category} question")
+
+
+# ---- answering any templated question about any scene (used to ask a scene several questions) ----------------
+def solve(question: str, scene) -> str | None:
+    """The answer of a templated question on a scene, or None when the question is ill-posed there (a referent
+    that is missing or not unique, a count beyond the answer set)."""
+    q = question.split()
+
+    def unique(pred):
+        hits = [o for o in scene if pred(o)]
+        return hits[0] if len(hits) == 1 else None
+
+    yn = lambda b: "yes" if b else "no"  # noqa: E731
+    if q[:4] == ["what", "color", "is", "the"]:
+        o = unique(lambda o: o.shape == q[4])
+        return o.color if o else None
+    if q[:2] == ["what", "shape"] or q[:2] == ["what", "texture"]:
+        o = unique(lambda o: o.color == q[4])
+        return None if o is None else (o.shape if q[1] == "shape" else o.texture)
+    if q[:2] == ["how", "many"]:
+        n = sum(1 for o in scene if q[2] in (o.color, o.shape))
+        return NUMBERS[n] if n < len(NUMBERS) else None
+    if q[:3] == ["is", "there", "a"]:
+        has = lambda c, s: any(o.color == c and o.shape == s for o in scene)  # noqa: E731
+        if len(q) == 6:
+            return yn(has(q[3], q[4]))
+        a, b = has(q[3], q[4]), has(q[7], q[8])
+        return yn(a and b) if q[5] == "and" else yn(a or b)
+    if q[:2] == ["is", "the"]:
+        a, b = unique(lambda o: o.shape == q[2]), unique(lambda o: o.shape == q[-2])
+        if a is None or b is None or a is b:
+            return None
+        if q[3] == "left":
+            return yn(a.col < b.col)
+        if q[3] == "above":
+            return yn(a.row < b.row)
+        if q[3] == "bigger":
+            return yn(a.size == "large" and b.size == "small")
+        if q[3] == "the" and q[4] == "same":
+            return yn(a.color == b.color)
+    raise ValueError(f"not a template question: {question!r}")
+
+
+def ask_more(rng: np.random.Generator, w: WorldConfig, scene, k: int) -> list[tuple[str, str]]:
+    """k further well-posed questions (with answers) about a given scene, any category; referents are drawn
+    from the scene's own objects half of the time so that yes-answers and non-zero counts are common."""
+    out = []
+    for _ in range(50 * k):
+        if len(out) == k:
+            break
+        pick_obj = lambda: scene[int(rng.integers(len(scene)))]  # noqa: E731
+        rand_s = lambda: pick_obj().shape if rng.random() < 0.5 else _pick(rng, w.shapes)  # noqa: E731
+        rand_c = lambda: pick_obj().color if rng.random() < 0.5 else _pick(rng, w.colors)  # noqa: E731
+        cat = _pick(rng, CATEGORIES)
+        if cat == "attribute":
+            q = f"what color is the {rand_s()} ?"
+        elif cat in ("object", "texture"):
+            q = f"what {'shape' if cat == 'object' else 'texture'} is the {rand_c()} object ?"
+        elif cat == "existence":
+            o = pick_obj()
+            q = f"is there a {o.color if rng.random() < 0.5 else rand_c()} {o.shape if rng.random() < 0.5 else rand_s()} ?"
+        elif cat == "spatial":
+            q = f"is the {rand_s()} {_pick(rng, ('left of', 'above'))} the {rand_s()} ?"
+        elif cat == "counting":
+            q = f"how many {rand_c() if rng.random() < 0.5 else rand_s()} objects are there ?"
+        elif cat == "comparison":
+            q = (f"is the {rand_s()} bigger than the {rand_s()} ?" if rng.random() < 0.5
+                 else f"is the {rand_s()} the same color as the {rand_s()} ?")
+        else:
+            q = f"is there a {rand_c()} {rand_s()} {_pick(rng, ('and', 'or'))} a {rand_c()} {rand_s()} ?"
+        a = solve(q, scene)
+        if a is not None:
+            out.append((q, a))
+    return out

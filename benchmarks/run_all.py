@@ -1,0 +1,111 @@
+"""Throughput benchmarks (not timed tests): world generation, LLaVA training samples/s in fp32 and bf16
+autocast at a budget, and the machine's measured matmul peak beside them (model FLOP utilisation).
+
+    python benchmarks/run_all.py [--budget default] [--steps 30]
+
+Prints a table and writes benchmarks/results-<budget>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from vlmlab.archs import build
+from vlmlab.backbones import load_backbones
+from vlmlab.budgets import get_budget
+from vlmlab.device import autocast, pick_device, seed_everything
+from vlmlab.runs import make_data
+from vlmlab.train import set_trainable
+from vlmlab.world import World
+
+
+def world_rate(n: int = 2048, batch: int = 64) -> float:
+    w = World(seed=0)
+    t = time.perf_counter()
+    for start in range(0, n, batch):
+        w.batch("qa", "train", start, batch)
+    return n / (time.perf_counter() - t)
+
+
+def matmul_peak(dtype, size: int = 1024, reps: int = 20, device="cpu") -> float:
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        if device != "cpu":
+            torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - t) / reps)
+    return 2 * size ** 3 / best / 1e9
+
+
+def train_rate(budget, precision: str, steps: int, device) -> dict:
+    bb = load_backbones(budget=budget, device=device)
+    seed_everything(0)
+    model = build("llava", bb, budget).to(device)
+    st = model.stages()[-1]  # instruction tuning: connector + LLM, the costliest stage
+    params = set_trainable(model, st.trainable)
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    data = make_data(World(seed=0), budget.vlm_batch)
+    batches = [data(st.task, i) for i in range(steps)]
+
+    def step(b):
+        with autocast(device, precision):
+            loss = model.loss_lm(b)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    with FlopCounterMode(display=False) as fc:
+        step(batches[0])
+    flops = fc.get_total_flops()
+    for b in batches[:3]:
+        step(b)
+    t = time.perf_counter()
+    for b in batches:
+        step(b)
+    dt = (time.perf_counter() - t) / steps
+    return {"samples_per_s": budget.vlm_batch / dt, "step_s": dt, "gflop_per_step": flops / 1e9,
+            "achieved_gflops": flops / dt / 1e9}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--budget", default="default")
+    ap.add_argument("--steps", type=int, default=30)
+    a = ap.parse_args()
+    device = pick_device()
+    budget = get_budget(a.budget)
+    res = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                       "device": str(device), "torch": torch.__version__}, "budget": a.budget}
+    res["world_samples_per_s"] = world_rate()
+    res["matmul_peak_gflops"] = {"fp32": matmul_peak(torch.float32, device=str(device)),
+                                 "bf16": matmul_peak(torch.bfloat16, device=str(device))}
+    res["llava_train"] = {}
+    for prec, peak_key in (("fp32", "fp32"), ("bf16", "bf16")):
+        r = train_rate(budget, prec, a.steps, device)
+        r["fraction_of_peak"] = r["achieved_gflops"] / res["matmul_peak_gflops"][peak_key]
+        res["llava_train"][prec] = r
+    out = Path(__file__).with_name(f"results-{a.budget}.json")
+    out.write_text(json.dumps(res, indent=1))
+    print(f"world generation: {res['world_samples_per_s']:.0f} samples/s (rendered + tokenized)")
+    for k, v in res["matmul_peak_gflops"].items():
+        print(f"matmul peak {k}: {v:.1f} GFLOP/s")
+    for k, r in res["llava_train"].items():
+        print(f"LLaVA training ({a.budget}, {k}): {r['samples_per_s']:.0f} samples/s, {r['gflop_per_step']:.2f} "
+              f"GFLOP/step, {r['achieved_gflops']:.1f} GFLOP/s = {100 * r['fraction_of_peak']:.1f}% of the {k} peak")
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
