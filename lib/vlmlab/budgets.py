@@ -27,11 +27,11 @@ class Budget:
     lm_heads: int = 4
     lm_ff: int = 384
     # backbone pretraining
-    lm_steps: int = 1200
+    lm_steps: int = 1600
     lm_batch: int = 64
     lm_lr: float = 2e-3
-    lm_extra_questions: int = 3  # further questions per pretraining scene (denser answer supervision)
-    lm_answer_weight: float = 1.0  # extra weight of the answer tokens in the LM pretraining loss
+    lm_extra_questions: int = 4  # further questions per pretraining scene (denser answer supervision)
+    lm_answer_weight: float = 2.0  # extra weight of the answer tokens in the LM pretraining loss
     cl_steps: int = 800
     cl_batch: int = 128
     cl_lr: float = 1e-3

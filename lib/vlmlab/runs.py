@@ -5,11 +5,8 @@ training starts, and an error names the parameter and its allowed values.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import platform
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +20,7 @@ from .backbones.cache import cache_root, config_key
 from .budgets import BUDGETS, Budget, get_budget
 from .device import PRECISIONS, pick_device, seed_everything
 from .evaluate import evaluate
+from .jsonio import params_hash, write_json_atomic
 from .train import train_stages
 from .world import World, WorldConfig
 
@@ -109,17 +107,6 @@ def _references(bb: Backbones, world: World, budget: Budget, device, precision, 
     return out
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None = None,
         output_dir: str | Path | None = None) -> Experiment:
     """Train and evaluate one architecture; returns the experiment (model + record). Writes ``record.json``
@@ -164,10 +151,6 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
     if output_dir is not None:
         write_json_atomic(Path(output_dir) / "record.json", record)
     return Experiment(config, model, world, bb, record)
-
-
-def params_hash(params: dict) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 __all__ = ["RunConfig", "Experiment", "run", "write_json_atomic", "params_hash", "BUDGETS"]

@@ -224,13 +224,14 @@ def ask_more(rng: np.random.Generator, w: WorldConfig, scene, k: int) -> list[tu
     """k further well-posed questions (with answers) about a given scene, any category; referents are drawn
     from the scene's own objects half of the time so that yes-answers and non-zero counts are common."""
     out = []
+    cats = [_pick(rng, CATEGORIES) for _ in range(k)]  # categories first, so ill-posed ones are not rarer
     for _ in range(50 * k):
         if len(out) == k:
             break
+        cat = cats[len(out)]
         pick_obj = lambda: scene[int(rng.integers(len(scene)))]  # noqa: E731
         rand_s = lambda: pick_obj().shape if rng.random() < 0.5 else _pick(rng, w.shapes)  # noqa: E731
         rand_c = lambda: pick_obj().color if rng.random() < 0.5 else _pick(rng, w.colors)  # noqa: E731
-        cat = _pick(rng, CATEGORIES)
         if cat == "attribute":
             q = f"what color is the {rand_s()} ?"
         elif cat in ("object", "texture"):
