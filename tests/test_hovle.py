@@ -165,7 +165,7 @@ def test_distill_loss_values_and_scale_invariance():
 @pytest.mark.parametrize("which", ["both", "image", "text"])
 def test_distill_loss_only_at_image_and_text_positions(tiny_backbones, smoke_budget, world, which):
     m = _model(tiny_backbones, smoke_budget, distill=which)
-    b = world.batch("describe", "train", 0, 4)
+    b = world.batch("scene_lm", "train", 0, 4)  # Stage I's text corpus
     parts = m.distill_parts(b)
     x = parts["x"]
     x.retain_grad()
@@ -191,8 +191,14 @@ def test_distill_loss_only_at_image_and_text_positions(tiny_backbones, smoke_bud
 
 def test_distill_targets_unpaired_and_context_free(tiny_backbones, smoke_budget, world):
     m = _model(tiny_backbones, smoke_budget)
-    b = world.batch("describe", "train", 0, 4)
+    b = world.batch("scene_lm", "train", 0, 4)
     parts = m.distill_parts(b)
+    # layout: "<bos> image : <img> [16 slots] scene : ..." -- the text corpus gets the inference prompt's image span
+    tok = tiny_backbones.tokenizer
+    ids = parts["inputs"]["input_ids"][0]
+    assert tok.convert_ids_to_tokens(ids[:4].tolist()) == ["<bos>", "image", ":", "<img>"]
+    assert parts["inputs"]["visual_mask"][0, 4: 4 + m.n_image_tokens].all()
+    assert torch.equal(ids[4 + m.n_image_tokens:], b["input_ids"][0, 1:])
     rolled = b["pixel_values"].roll(1, dims=0)
     assert torch.allclose(parts["z_img"], m.teacher_tokens(rolled))  # z_I of another sample's image
     assert not torch.allclose(parts["z_img"], m.teacher_tokens(b["pixel_values"]))
@@ -257,7 +263,8 @@ def test_stage_shares_and_trainable_sets(tiny_backbones, smoke_budget):
         assert [s.name for s in sts] == want
         assert sum(s.share for s in sts) == pytest.approx(1.0)
         assert sts[-1].share == SHARES["instruct"]  # instruction tuning gets the same steps in every ablation
-        assert sts[-1].task == "qa" and all(s.task == "describe" for s in sts[:-1])
+        assert sts[-1].task == "qa"
+        assert [s.task for s in sts[:-1]] == ["scene_lm" if s.name == "distill" else "describe" for s in sts[:-1]]
         assert all("teacher" not in s.trainable for s in sts if s.name != "teacher")
 
 

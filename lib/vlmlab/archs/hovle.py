@@ -35,24 +35,33 @@ Substitutes for the tiny world (DESIGN.md; ARCHITECTURES.md Part B §1):
   (InternViT + MLP of InternVL2 for the same LLM). We have none, so the first stage "teacher" trains one
   exactly as LLaVA's alignment stage does: frozen CL ViT, penultimate block -> ``mlp2x_gelu`` connector,
   LLM frozen, next-token CE on "describe". The teacher is frozen after its stage and never used at inference.
-- Unpaired distillation data: "describe" batches with the images rolled by one sample (each text is paired
-  with another sample's image). Layout (a gap in the sources): the prompt's ``<img>`` marker and image span,
-  then text, as in the paired prompts. The ``<img>`` marker (the LLM's row for it was never trained) is
-  excluded from the distillation loss, as HoVLE's ``get_ignore_mask`` excludes ``<img>``/``</img>``. The world's
-  vocabulary has no ``</img>``: the image span is ``<img>`` followed by the 16 slots.
-- n_embed_layers defaults to 2 for the 4-layer tiny LLM (the paper: 8 for a 24-layer LLM, i.e. 1/3 of the LLM's
-  depth; 2 of 4 layers keeps the module small but not trivial at our budget).
+- Unpaired distillation data: the paper distils on random images and random text. Ours: batches of the LM's
+  own text corpus ("scene_lm": scene text, question and answer, so every word the model will read is
+  distilled) with the images rolled by one sample (each text comes with another sample's image), laid out as
+  at inference: "<bos> image : <img> [16 image slots] scene : ... question : ... answer : ..." (the exact
+  layout is a gap in the sources). The ``<img>`` marker (the LLM's row for it was never trained) is excluded from
+  the loss, as HoVLE's ``get_ignore_mask`` excludes ``<img>``/``</img>``; the world's vocabulary has no
+  ``</img>``, so an image span is ``<img>`` followed by its 16 slots.
+- n_embed_layers defaults to 2 for the 4-layer tiny LLM (the paper: 8 for a 24-layer LLM, i.e. 1/3 of its depth,
+  which would be 1.3 layers here; we round up to 2).
 - Initialisation (the sources are silent, [I]): ``text_init="copy"`` starts the module's text table as a copy of
   the LLM's input embeddings (a head start the tiny budget needs; "random" = N(0, initializer_range));
   ``layer_init="random"`` (LLM-style N(0, initializer_range)) or "copy" of the LLM's first layers.
-- The teacher stage costs steps the paper does not spend (its teacher is given): shares are teacher 0.2,
-  distill 0.3, align 0.1, instruct 0.4 of ``budget.vlm_steps``. When a distillation target is switched off the
-  unused stage's share goes to the next module-only stage (teacher -> distill -> align), so the instruction
-  stage always gets the same steps across ablations.
+- The teacher stage costs steps the paper does not spend (its teacher is given): shares of
+  ``budget.vlm_steps`` are teacher 0.15, distill 0.1, align 0.15, instruct 0.6 (distillation converges within
+  ~50 steps at the default budget; the teacher's describe loss plateaus by ~80). When a distillation target is
+  switched off the unused stage's share goes to the next module-only stage (teacher -> distill -> align), so
+  instruction tuning gets the same steps in every ablation.
 - Incremental decoding keeps two KV caches (module and LLM) as HoVLE does (``prefill`` / ``decode_step``);
   it requires unpadded rows (batch of one, or equal lengths).
 - ``embed_attention="bidirectional"`` (within each image span, inside the module only) is *not* in the paper
   (HoVLE is causal everywhere); it is the workbook's attention-type ablation. The LLM always stays causal.
+
+Diagnostics (besides answer-to-image attention): distillation cosines on the batch (module image tokens vs the
+teacher's, module text outputs vs the LLM's embedding rows), and mean per-token norms of the module's outputs
+(image, text) next to the teacher's and the LLM's embedding norms: cosine distillation leaves norms free, so
+Stage II/III must fix the scale, and these numbers show whether they did. Parameter counts include the frozen
+teacher ViT and connector (training only; not used at inference).
 """
 from __future__ import annotations
 
@@ -67,13 +76,14 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMS
 
 from ..attention import ATTENTION_TYPES, additive_mask, allowed_mask, image_span_ids
 from ..train import Stage
+from ..world import IMG
 from .base import VLM, Knobs, knob, splice
 from .llava import mlp_connector
 
 DISTILL = ("both", "image", "text", "none")
 DISTILL_LOSSES = ("neg_cosine", "mse", "smooth_l1")
 # stage shares of budget.vlm_steps (see the docstring); dropped stages hand their share to the next one
-SHARES = {"teacher": 0.2, "distill": 0.3, "align": 0.1, "instruct": 0.4}
+SHARES = {"teacher": 0.15, "distill": 0.1, "align": 0.15, "instruct": 0.6}
 TEACHER_LAYER = -2  # the teacher reads the CL ViT's penultimate block, as LLaVA-1.5 does
 
 
@@ -327,12 +337,31 @@ class HoVLE(VLM):
         return self.next_token_loss(logits, labels)
 
     # ---- Stage I: distillation -------------------------------------------------------------------------
+    def with_image_prefix(self, batch: dict) -> dict:
+        """Rows without ``<img>`` (text-only corpus, e.g. "scene_lm") get the prompt's "image : <img>" after <bos>,
+        so image tokens sit where they do at inference: [B, L] -> [B, L + 3]."""
+        ids = batch["input_ids"]
+        if bool((ids == self.image_token_id).any(dim=1).all()):
+            return batch
+        pre = torch.tensor(self.tokenizer(f"image : {IMG}", add_special_tokens=False)["input_ids"], dtype=ids.dtype)
+        pre = pre[None].expand(ids.shape[0], -1)  # [B, 3]
+        out = dict(batch)
+        out["input_ids"] = torch.cat([ids[:, :1], pre, ids[:, 1:]], 1)
+        out["attention_mask"] = torch.cat([batch["attention_mask"][:, :1], torch.ones_like(pre),
+                                           batch["attention_mask"][:, 1:]], 1)
+        for k in ("labels", "answer_pos"):
+            out.pop(k, None)  # distillation has no next-token targets
+        return out
+
     def distill_parts(self, batch: dict, unpaired: bool = True) -> dict:
         """Student outputs, targets and masks of the distillation loss (images rolled by one when unpaired).
 
+        Stage I feeds the LM's text corpus ("scene_lm": scene text, question and answer, so every word of the
+        vocabulary is distilled) with another sample's image in the prompt layout "<bos> image : <img> [16]".
         Image terms: the 16 image positions vs z_I; text terms: valid text positions (padding and the ``<img>``
         marker excluded) vs the LLM's input-embedding row of the same id.
         """
+        batch = self.with_image_prefix(batch)
         pix = batch["pixel_values"]
         if unpaired:
             pix = pix.roll(1, dims=0)  # each text now comes with another sample's image
@@ -371,7 +400,7 @@ class HoVLE(VLM):
         if "teacher" in share:
             out.append(Stage("teacher", ("teacher",), loss="teacher", task="describe", share=share["teacher"]))
         if "distill" in share:
-            out.append(Stage("distill", ("embed",), loss="distill", task="describe", share=share["distill"]))
+            out.append(Stage("distill", ("embed",), loss="distill", task="scene_lm", share=share["distill"]))
         out.append(Stage("align", ("embed",), task="describe", share=share["align"]))
         out.append(Stage("instruct", ("embed",) + llm, task="qa", share=share["instruct"],
                          lr={k: b.llm_lr for k in llm}))

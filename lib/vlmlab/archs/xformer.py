@@ -446,7 +446,7 @@ class XFormer(VLM):
         itc = self.qformer_pass(s["feats"], s["m"], ids, valid, "itc")
         sim_i2t, _, _ = self.itc_similarity(itc["z"], itc["text"][:, 0])  # [B, B]
         tgt = same.float() / same.float().sum(1, keepdim=True)
-        l_itc = 0.5 * (F.cross_entropy(sim_i2t, tgt) + F.cross_entropy(sim_i2t.t(), tgt))
+        l_itc = 0.5 * (F.cross_entropy(sim_i2t.float(), tgt) + F.cross_entropy(sim_i2t.t().float(), tgt))
 
         # ITM: bidirectional mask; hard negatives drawn in proportion to the ITC similarity
         with torch.no_grad():
@@ -464,7 +464,7 @@ class XFormer(VLM):
         itm = self.qformer_pass(s["feats"][img_idx], None if s["m"] is None else s["m"][img_idx],
                                 ids[txt_idx], valid[txt_idx], "itm")
         itm_logits = self.heads.itm(itm["z"]).mean(dim=1)  # [3B, 2]: logits averaged over queries
-        l_itm = F.cross_entropy(itm_logits, itm_labels)
+        l_itm = F.cross_entropy(itm_logits.float(), itm_labels)
 
         # ITG: multimodal-causal mask; [DEC] + caption, next-token loss on the caption (+ eos)
         itg = self.qformer_pass(s["feats"], None, ids, valid, "itg")  # query states as in the ITC pass
