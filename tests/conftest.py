@@ -66,3 +66,21 @@ def tiny_backbones(world, smoke_budget):
 def batch(world):
     """A small QA batch from the test split (8 samples: one per category)."""
     return world.batch("qa", "test", 0, 8)
+
+
+def run_stage_backward(model, stage, world, n: int = 4):
+    """Set the stage's trainable set, backpropagate its loss on one batch of its task."""
+    from vlmlab.train import set_trainable
+
+    set_trainable(model, stage.trainable)
+    getattr(model, f"loss_{stage.loss}")(world.batch(stage.task, "train", 0, n)).backward()
+
+
+def assert_only_trainable_get_gradients(model, stage):
+    """Every parameter of the stage's trainable set gets a non-zero gradient; every other one gets none."""
+    trainable = {id(p) for n in stage.trainable for p in model.get_submodule(n).parameters()}
+    for name, p in model.named_parameters():
+        if id(p) in trainable:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None, name

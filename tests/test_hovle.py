@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from conftest import assert_only_trainable_get_gradients, run_stage_backward
 import torch
 
 from vlmlab.archs import build
@@ -231,14 +232,8 @@ def test_freezing_per_stage(tiny_backbones, smoke_budget, world, stage):
     m = _model(tiny_backbones, smoke_budget)
     m.train()
     st = {s.name: s for s in m.stages()}[stage]
-    set_trainable(m, st.trainable)
-    getattr(m, f"loss_{st.loss}")(world.batch(st.task, "train", 0, 4)).backward()
-    trainable = {id(p) for n in st.trainable for p in m.get_submodule(n).parameters()}
-    for name, p in m.named_parameters():
-        if id(p) in trainable:
-            assert p.grad is not None and p.grad.abs().sum() > 0, name
-        else:
-            assert p.grad is None, name
+    run_stage_backward(m, st, world)
+    assert_only_trainable_get_gradients(m, st)
     embed = {id(p) for p in m.embed.parameters()}
     lm = {n: p for n, p in m.lm.named_parameters()}
     teacher = {id(p) for p in m.teacher.parameters()}

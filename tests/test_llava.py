@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import pytest
+from conftest import assert_only_trainable_get_gradients, run_stage_backward
 import torch
 
 from vlmlab.archs import build, splice
-from vlmlab.train import set_trainable
 
 
 def test_splice_places_visual_tokens_at_placeholder():
@@ -35,15 +35,8 @@ def test_build_inputs_lengths_and_labels(tiny_backbones, smoke_budget, batch):
 def test_frozen_parameters_get_no_gradient(tiny_backbones, smoke_budget, world, stage_index):
     m = build("llava", tiny_backbones, smoke_budget)
     st = m.stages()[stage_index]
-    set_trainable(m, st.trainable)
-    b = world.batch(st.task, "train", 0, 4)
-    getattr(m, f"loss_{st.loss}")(b).backward()
-    trainable = {id(p) for n in st.trainable for p in m.get_submodule(n).parameters()}
-    for name, p in m.named_parameters():
-        if id(p) in trainable:
-            assert p.grad is not None and p.grad.abs().sum() > 0, name
-        else:
-            assert p.grad is None, name
+    run_stage_backward(m, st, world)
+    assert_only_trainable_get_gradients(m, st)
 
 
 def _visual_outputs(m, batch, perturb_index):

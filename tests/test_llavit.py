@@ -248,7 +248,9 @@ def test_init_equivalence_with_llava(tiny_backbones, smoke_budget, batch):
         with torch.no_grad():
             return m(batch)
 
-    assert torch.equal(llavit(attention="causal")["logits"], base)  # copy init + causal + global == LLaVA, exactly
+    # copy init + causal + global == LLaVA. Bit-for-bit here; the routed projection multiplies the visual rows as
+    # a separate (smaller) matmul, which a BLAS may round differently in the last bit, hence the 1e-6 tolerance
+    assert torch.allclose(llavit(attention="causal")["logits"], base, **SAME)
     assert torch.equal(llavit(attention="causal", visual_qkv="shared")["logits"], base)
 
     out = llavit()  # bidirectional on

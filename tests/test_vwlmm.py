@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from conftest import assert_only_trainable_get_gradients, run_stage_backward
 import torch
 import torch.nn.functional as F
 
@@ -210,15 +211,8 @@ def test_frozen_parameters_get_no_gradient(tiny_backbones, smoke_budget, world, 
     m = build("vwlmm", tiny_backbones, smoke_budget)
     st = m.stages()[stage_index]
     assert st.loss == "vw" and "vm_head" in st.trainable and "vision" not in st.trainable
-    set_trainable(m, st.trainable)
-    b = world.batch(st.task, "train", 0, 4)
-    getattr(m, f"loss_{st.loss}")(b).backward()
-    trainable = {id(p) for n in st.trainable for p in m.get_submodule(n).parameters()}
-    for name, p in m.named_parameters():
-        if id(p) in trainable:
-            assert p.grad is not None and p.grad.abs().sum() > 0, name
-        else:
-            assert p.grad is None, name
+    run_stage_backward(m, st, world)
+    assert_only_trainable_get_gradients(m, st)
 
 
 def test_stages_follow_llava(model, smoke_budget):

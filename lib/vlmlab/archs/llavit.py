@@ -122,10 +122,16 @@ class LLaViTKnobs(Knobs):
 
 
 class ModalityRouter:
-    """Holds the modality mask of the LLM call in progress: [B, L] bool, True at visual tokens."""
+    """Holds the modality mask of the LLM call in progress: [B, L] bool, True at visual tokens, and the flat
+    indices of its visual tokens (computed once per call, shared by every routed projection)."""
 
     def __init__(self):
         self.mask: torch.Tensor | None = None
+        self.visual_index: torch.Tensor | None = None
+
+    def set(self, mask: torch.Tensor | None):
+        self.mask = None if mask is None else mask.bool()
+        self.visual_index = None if mask is None else self.mask.flatten().nonzero().flatten()  # [n_visual_total]
 
 
 class ModalityLinear(nn.Linear):
@@ -154,11 +160,14 @@ class ModalityLinear(nn.Linear):
                                "`model.modality(visual_mask)` (VLM.run_lm does this)")
         if mask.shape != x.shape[:2]:
             raise RuntimeError(f"modality mask {tuple(mask.shape)} does not match the LLM input {tuple(x.shape[:2])}")
-        text = F.linear(x, self.weight, self.bias)
-        vis = self.visual(x)
-        # torch.where: a text-only input gives the visual weights an exact zero gradient (not None), which is the
-        # "zero-contribution term" DDP needs for unused parameters
-        return torch.where(mask[..., None], vis, text)
+        B, L = mask.shape
+        idx = self.router.visual_index  # flat positions of the visual tokens
+        out = F.linear(x, self.weight, self.bias).flatten(0, 1)  # [B*L, d_out], text projection everywhere
+        vis = self.visual(x.flatten(0, 1).index_select(0, idx))  # [n_visual_total, d_out]
+        # overwrite the visual rows (cheaper than computing both projections everywhere and selecting with
+        # torch.where). A text-only input still runs the visual Linear on zero rows, so its weights get an exact
+        # zero gradient (not None): the "zero-contribution term" DDP needs for unused parameters
+        return out.index_copy(0, idx, vis.to(out.dtype)).view(B, L, -1)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, routed: text | visual"
@@ -206,11 +215,11 @@ class LLaViT(VLM):
     def modality(self, visual_mask: torch.Tensor):
         """Route the LLM's q/k/v per token for the calls inside: visual_mask [B, L] (True = visual token)."""
         old = self.router.mask
-        self.router.mask = visual_mask.bool()
+        self.router.set(visual_mask)
         try:
             yield
         finally:
-            self.router.mask = old
+            self.router.set(old)
 
     def run_lm(self, inputs: dict, output_attentions: bool = False):
         with self.modality(inputs["visual_mask"]):
