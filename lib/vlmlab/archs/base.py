@@ -181,15 +181,21 @@ class VLM(nn.Module):
         return out["logits"][rows, out["answer_pos"] - 1].float()
 
     @torch.no_grad()
-    def answer_attention(self, batch: dict) -> torch.Tensor:
-        """Attention from the position that predicts the answer to each visual token, averaged over layers and
-        heads: [B, n_visual]. Uses the eager attention path for this pass only."""
+    def forward_with_attentions(self, batch: dict) -> dict:
+        """``forward`` through the LLM's eager attention path (for this pass only), so that attention weights
+        come back in ``out["attentions"]`` (one [B, heads, L, L] per layer)."""
         impl = self.lm.config._attn_implementation
         self.lm.set_attn_implementation("eager")
         try:
-            out = self.forward(batch, output_attentions=True)
+            return self.forward(batch, output_attentions=True)
         finally:
             self.lm.set_attn_implementation(impl)
+
+    @torch.no_grad()
+    def answer_attention(self, batch: dict) -> torch.Tensor:
+        """Attention from the position that predicts the answer to each visual token, averaged over layers and
+        heads: [B, n_visual]."""
+        out = self.forward_with_attentions(batch)
         att = torch.stack(out["attentions"]).mean(dim=(0, 2))  # [B, L, L]
         rows = torch.arange(att.shape[0], device=att.device)
         from_answer = att[rows, out["answer_pos"] - 1]  # [B, L]

@@ -295,12 +295,7 @@ class LLaViT(VLM):
     def visual_to_later_visual_attention(self, batch: dict) -> float:
         """Mean attention mass a visual query puts on later visual keys of its image (over layers, heads, queries,
         samples): zero under causal attention, the bidirectional part of the block otherwise."""
-        impl = self.lm.config._attn_implementation
-        self.lm.set_attn_implementation("eager")
-        try:
-            out = self.forward(batch, output_attentions=True)
-        finally:
-            self.lm.set_attn_implementation(impl)
+        out = self.forward_with_attentions(batch)
         att = torch.stack(out["attentions"]).mean(dim=(0, 2)).float()  # [B, L, L]
         ids = image_span_ids(out["visual_mask"])  # [B, L]
         L = att.shape[-1]
