@@ -234,6 +234,7 @@ def test_freezing_per_stage(tiny_backbones, smoke_budget, world, stage):
     st = {s.name: s for s in m.stages()}[stage]
     run_stage_backward(m, st, world)
     assert_only_trainable_get_gradients(m, st)
+    trainable = {id(p) for n in st.trainable for p in m.get_submodule(n).parameters()}
     embed = {id(p) for p in m.embed.parameters()}
     lm = {n: p for n, p in m.lm.named_parameters()}
     teacher = {id(p) for p in m.teacher.parameters()}
