@@ -22,6 +22,11 @@ from ..train import Stage
 from ..world import IMG
 
 
+def frozen_copy(module: nn.Module | None) -> nn.Module | None:
+    """A private, frozen copy of a shared pretrained backbone (runs never modify the cached backbones)."""
+    return None if module is None else copy.deepcopy(module).requires_grad_(False)
+
+
 def knob(default, *, choices=None, check=None, doc: str = ""):
     """A knob field: ``choices`` (allowed values) or ``check`` (predicate, description) are validated."""
     return field(default=default, metadata={"choices": choices, "check": check, "doc": doc})
@@ -99,8 +104,7 @@ class VLM(nn.Module):
         self.knobs = knobs
         self.budget = budget
         self.tokenizer = backbones.tokenizer
-        self.lm = copy.deepcopy(backbones.lm)
-        self.lm.requires_grad_(False)
+        self.lm = frozen_copy(backbones.lm)
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMG)
         self.d_lm = self.lm.config.hidden_size
         self.attention = getattr(knobs, "attention", "causal")

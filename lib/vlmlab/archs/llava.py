@@ -12,14 +12,13 @@ control for LLaViT).
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 from torch import nn
 
 from ..attention import ATTENTION_TYPES
 from ..train import Stage
-from .base import VLM, Knobs, knob
+from .base import VLM, Knobs, knob, frozen_copy
 
 
 def mlp_connector(d_in: int, d_out: int, depth: int) -> nn.Sequential:
@@ -46,8 +45,7 @@ class Llava(VLM):
 
     def __init__(self, backbones, knobs: LlavaKnobs, budget):
         super().__init__(backbones, knobs, budget)
-        self.vision = copy.deepcopy(backbones.cl if knobs.encoder == "cl" else backbones.mim)
-        self.vision.requires_grad_(False)
+        self.vision = frozen_copy(backbones.cl if knobs.encoder == "cl" else backbones.mim)
         if not -self.vision.depth <= knobs.feature_layer < self.vision.depth:
             raise ValueError(f"knob 'feature_layer' of arch='llava' got {knobs.feature_layer}; the ViT has "
                              f"{self.vision.depth} blocks: allowed values {-self.vision.depth}..{self.vision.depth - 1}")

@@ -51,7 +51,7 @@ from torch import nn
 
 from ..attention import ATTENTION_TYPES, additive_mask, allowed_mask, image_span_ids
 from ..train import Stage
-from .base import VLM, Knobs, knob
+from .base import VLM, Knobs, knob, frozen_copy
 from .llava import mlp_connector
 
 LAYER_SETS = ("global", "local", "both")
@@ -179,8 +179,7 @@ class LLaViT(VLM):
 
     def __init__(self, backbones, knobs: LLaViTKnobs, budget):
         super().__init__(backbones, knobs, budget)
-        self.vision = copy.deepcopy(backbones.cl)
-        self.vision.requires_grad_(False)
+        self.vision = frozen_copy(backbones.cl)
         self.blocks = feature_blocks(knobs.layers, self.vision.depth)
         self.connector = mlp_connector(len(self.blocks) * self.vision.dim, self.d_lm, knobs.connector_depth)
         self.router = ModalityRouter()

@@ -27,7 +27,6 @@ What we reproduce and what we had to choose (see ARCHITECTURES.md Part A section
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -37,7 +36,7 @@ from torch import nn
 
 from ..train import Stage
 from ..world import WorldConfig
-from .base import VLM, Knobs, knob
+from .base import VLM, Knobs, knob, frozen_copy
 from .llava import mlp_connector
 
 FEATURE_LAYER = -2  # LLaVA-1.5's mm_vision_select_layer: the penultimate ViT block
@@ -93,8 +92,7 @@ class VWLMM(VLM):
 
     def __init__(self, backbones, knobs: VWLMMKnobs, budget):
         super().__init__(backbones, knobs, budget)
-        self.vision = copy.deepcopy(backbones.cl)
-        self.vision.requires_grad_(False)
+        self.vision = frozen_copy(backbones.cl)
         self.connector = mlp_connector(self.vision.dim, self.d_lm, CONNECTOR_DEPTH)
         self.vocab_size = self.lm.get_output_embeddings().out_features
         self.vm_head = nn.Linear(self.d_lm, self.vocab_size, bias=False)

@@ -55,7 +55,6 @@ Tiny-world substitutes and decisions (each also noted where it happens):
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -64,7 +63,7 @@ from torch import nn
 
 from ..backbones.vision import mae_target, masked_mse, patchify
 from ..train import Stage
-from .base import VLM, Knobs, knob
+from .base import VLM, Knobs, knob, frozen_copy
 
 FEATURES = ("both", "cl", "mim")
 FUSIONS = ("dual_ca", "concat", "none")
@@ -311,9 +310,9 @@ class XFormer(VLM):
         k = knobs
         self.uses_mae = k.features in ("both", "mim")
         # frozen encoders: C from CL (or MIM for features="mim"); M from the MIM encoder + frozen MAE decoder
-        self.cl = copy.deepcopy(backbones.cl).requires_grad_(False) if k.features != "mim" else None
-        self.mim = copy.deepcopy(backbones.mim).requires_grad_(False) if self.uses_mae else None
-        self.decoder = copy.deepcopy(backbones.mim_decoder).requires_grad_(False) if self.uses_mae else None
+        self.cl = frozen_copy(backbones.cl) if k.features != "mim" else None
+        self.mim = frozen_copy(backbones.mim) if self.uses_mae else None
+        self.decoder = frozen_copy(backbones.mim_decoder) if self.uses_mae else None
         self.patch = backbones.patch
         c_enc = self.c_encoder
         if not -c_enc.depth <= k.feature_layer < c_enc.depth:
