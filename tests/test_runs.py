@@ -49,3 +49,27 @@ def test_record_contents(smoke_runs, tmp_path):
     assert rec["config"]["knobs"] == {"encoder": "cl", "feature_layer": -2, "connector_depth": 2, "attention": "causal"}
     json.dumps(rec)  # JSON-able
     assert len(rec["diagnostics"]["answer_to_image_attention_map"]) == 16
+
+
+def test_reuse_loads_the_cached_trained_model_and_only_for_the_same_config(smoke_runs, monkeypatch):
+    import torch
+
+    import vlmlab.runs as runs
+
+    trained = smoke_runs[0]
+    cfg = trained.config
+    calls = []
+    real_train = runs.train_stages
+    monkeypatch.setattr(runs, "train_stages", lambda *a, **k: calls.append(1) or real_train(*a, **k))
+    again = run(cfg, progress=False, reuse=True)
+    assert not calls, "reuse=True trained although the identical config had been trained before"
+    assert "reused" in again.record and again.record["metrics"] == trained.record["metrics"]
+    sd_a, sd_b = trained.model.state_dict(), again.model.state_dict()
+    assert sd_a.keys() == sd_b.keys() and all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+    # the reused model really is the trained one: it answers the same on fresh test questions
+    batch = trained.world.batch(trained.model.eval_task, "test", 500, 16)
+    with torch.no_grad():
+        assert torch.equal(trained.model.answer_logits(batch), again.model.answer_logits(batch))
+    other = RunConfig.from_params(arch="llava", budget="smoke", seed=3, knobs={"connector_depth": 1})
+    run(other, progress=False, reuse=True, backbones=again.backbones)
+    assert calls, "a different knob must not reuse the cached model"

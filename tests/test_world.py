@@ -92,6 +92,14 @@ def test_tokenizer_is_word_level_and_round_trips(world):
     assert len(tok(world.sample("train", 0).qa.answer, add_special_tokens=False)["input_ids"]) == 1
 
 
+def test_every_question_of_every_category_tokenizes_without_unk(world):
+    """Every template word is in the vocabulary (once, "as" in "the same color as the" was missing)."""
+    tok = world.tokenizer
+    for s in world.samples("train", 0, 400):
+        ids = tok(s.qa.question, add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids, s.qa.question
+
+
 def test_bad_world_config_is_rejected():
     with pytest.raises(ValueError, match="grid"):
         WorldConfig(image_size=63)

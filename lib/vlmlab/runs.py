@@ -5,9 +5,11 @@ training starts, and an error names the parameter and its allowed values.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import torch
 from . import __version__
 from .archs import ARCHS, VLM, build, get_arch
 from .backbones import Backbones, load_backbones
+from .backbones import cache
 from .backbones.cache import cache_root, config_key
 from .budgets import BUDGETS, Budget, get_budget
 from .device import PRECISIONS, pick_device, seed_everything
@@ -107,10 +110,51 @@ def _references(bb: Backbones, world: World, budget: Budget, device, precision, 
     return out
 
 
+# the sources whose code decides what a trained model and its record are: a change to any of them retires the
+# trained models cached under <cache>/models
+_MODEL_SOURCES = ("archs", "world", "train.py", "attention.py", "evaluate.py", "budgets.py")
+
+
+def _code_hash() -> str:
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in _MODEL_SOURCES:
+        p = root / name
+        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _model_key(config: RunConfig, budget: Budget, bb: Backbones, device: torch.device) -> dict:
+    resolved = {k: v for k, v in config.resolved().items() if k not in ("device", "references")}
+    return {"model": 1, "config": resolved, "device": device.type, "budget": budget.as_dict(),
+            "backbones": bb.paths, "code": _code_hash()}
+
+
+def _store_model(key: dict, model: VLM, record: dict) -> None:
+    from safetensors.torch import save_model
+
+    def write(tmp: Path):
+        save_model(model, str(tmp / "model.safetensors"))
+        write_json_atomic(tmp / "record.json", record)
+    try:
+        with cache.build_lock("model", key, cache_root() / "models"):
+            cache.store("model", key, write, cache_root() / "models")
+    except OSError as e:  # a read-only cache costs only the reuse
+        warnings.warn(f"could not cache the trained model: {e}", stacklevel=3)
+
+
 def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None = None,
-        output_dir: str | Path | None = None) -> Experiment:
+        output_dir: str | Path | None = None, reuse: bool = False) -> Experiment:
     """Train and evaluate one architecture; returns the experiment (model + record). Writes ``record.json``
-    atomically into ``output_dir`` when given."""
+    atomically into ``output_dir`` when given.
+
+    Every trained model is cached (with its record) under ``<cache>/models``, keyed by the resolved config, the
+    budget, the backbones and the source of the code that trains and evaluates it. ``reuse=True`` loads it from
+    there instead of training when present (the teaching notebooks do; a sweep measures afresh); the record then
+    carries ``"reused": <cache entry>`` and the timings of the run that trained it.
+    """
     budget = get_budget(config.budget)
     device = pick_device(config.device)
     t_start = time.perf_counter()
@@ -119,6 +163,17 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
 
     seed_everything(config.seed)
     model = build(config.arch, bb, budget, config.knobs).to(device)
+    key = _model_key(config, budget, bb, device)
+    hit = cache.lookup("model", key, cache_root() / "models") if reuse else None
+    if hit is not None:
+        from safetensors.torch import load_model
+
+        load_model(model, str(hit / "model.safetensors"), device=str(device))
+        model.eval()
+        record = {**json.loads((hit / "record.json").read_text()), "reused": str(hit)}
+        if output_dir is not None:
+            write_json_atomic(Path(output_dir) / "record.json", record)
+        return Experiment(config, model, world, bb, record)
     t_train = time.perf_counter()
     logs = train_stages(model, model.stages(), make_data(world, budget.vlm_batch), budget, device=device,
                         precision=config.precision, progress=progress)
@@ -148,6 +203,7 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
                         "threads": torch.get_num_threads(), "python": platform.python_version()},
         "backbones": bb.paths,
     }
+    _store_model(key, model, record)
     if output_dir is not None:
         write_json_atomic(Path(output_dir) / "record.json", record)
     return Experiment(config, model, world, bb, record)

@@ -16,7 +16,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-CACHE_VERSION = 1  # bump when pretraining code changes what a key produces
+CACHE_VERSION = 2  # bump when pretraining code changes what a key produces
 
 
 def cache_root() -> Path:

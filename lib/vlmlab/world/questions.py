@@ -24,7 +24,7 @@ STRUCTURAL = ("spatial", "counting", "comparison", "logical")
 CATEGORIES = SEMANTIC + STRUCTURAL
 NUMBERS = ("zero", "one", "two", "three")
 TEMPLATE_WORDS = ["what", "color", "shape", "texture", "is", "the", "object", "there", "a", "?", "yes", "no",
-                  "left", "of", "above", "how", "many", "objects", "are", "bigger", "than", "same", "or", "and",
+                  "left", "of", "above", "how", "many", "objects", "are", "bigger", "than", "same", "as", "or", "and",
                   *NUMBERS]
 
 
