@@ -11,7 +11,15 @@ dict parameter such as ``knobs`` can be gridded key by key as ``knobs.<name>``) 
     seeds: [0, 1]
     out: papermill_runs         # default; relative paths are taken from the repository root
 
-:meth:`SweepSpec.runs` expands it (seeds outermost, then the grid in file order) into parameter dicts. Each
+Configurations that are not a product (e.g. a different knob per architecture) go in ``cases``, a list of
+parameter mappings (same keys as ``fixed``) each crossed with the grid and the seeds::
+
+    cases:
+      - {arch: llava, knobs.attention: bidirectional}
+      - {arch: hovle, knobs.embed_attention: bidirectional}
+
+:meth:`SweepSpec.runs` expands it (seeds outermost, then the cases, then the grid in file order) into parameter
+dicts. Each
 run executes in its own papermill process into ``<out>/<name>/<params_hash>/``, which holds the executed
 notebook, ``params.json``, the notebook's ``record.json`` (written atomically by the notebook) and
 ``papermill.log``. A run whose ``record.json`` exists and parses is complete: re-running a sweep skips it
@@ -50,7 +58,7 @@ from .jsonio import params_hash, write_json_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "papermill_runs"
-SPEC_FIELDS = ("name", "notebook", "fixed", "grid", "seeds", "out")
+SPEC_FIELDS = ("name", "notebook", "fixed", "grid", "seeds", "out", "cases")
 RESERVED_PARAMS = ("output_dir",)  # set by the sweep for every run
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -277,6 +285,7 @@ class SweepSpec:
     seeds: list | None = None
     out: Path = DEFAULT_OUT
     source: Path | None = None
+    cases: list | None = None  # parameter mappings crossed with the grid and the seeds (None: one empty case)
 
     def __post_init__(self):
         self.notebook = Path(self.notebook)
@@ -335,7 +344,7 @@ class SweepSpec:
                 data = {**data, key: {}}
         seeds = data.get("seeds")
         return cls(notebook=found.resolve(), name=name, fixed=data["fixed"], grid=data["grid"], seeds=seeds,
-                   out=Path(out).resolve(), source=source)
+                   out=Path(out).resolve(), source=source, cases=data.get("cases"))
 
     # ---- validation
     def _validate(self) -> None:
@@ -389,6 +398,19 @@ class SweepSpec:
                 seen.add(blob)
             if key in self.fixed:
                 raise SweepSpecError(f"grid.{key}: also set in fixed; a parameter is either fixed or gridded")
+        if self.cases is not None:
+            if not isinstance(self.cases, list) or not self.cases:
+                raise SweepSpecError(f"cases: expected a non-empty list of mappings (parameter -> value), "
+                                     f"got {self.cases!r}")
+            for i, case in enumerate(self.cases):
+                if not isinstance(case, dict):
+                    raise SweepSpecError(f"cases[{i}]: expected a mapping of parameter -> value, got {case!r}")
+                for key, value in case.items():
+                    check_key(f"cases[{i}]", key)
+                    _check_value(f"cases[{i}].{key}", value, default_for(key))
+                    if key in self.fixed or key in self.grid or (key == "seed" and self.seeds is not None):
+                        raise SweepSpecError(f"cases[{i}].{key}: also set in fixed, grid or seeds; a parameter "
+                                             "is either fixed, gridded or given per case")
         if self.seeds is not None:
             if "seed" not in allowed:
                 raise SweepSpecError(f"seeds: {self.notebook.name} has no 'seed' parameter; allowed parameters: "
@@ -411,16 +433,17 @@ class SweepSpec:
     # ---- expansion
     def runs(self) -> list[dict]:
         """Every run's parameters: seeds outermost (so every grid point gets its first seed early), then the
-        grid's product in the spec's order. Dict entries (``knobs.attention``) are merged into the dict
-        parameter, on top of a fixed or gridded whole dict."""
+        cases, then the grid's product in the spec's order. Dict entries (``knobs.attention``) are merged into
+        the dict parameter, on top of a fixed, per-case or gridded whole dict."""
         names = list(self.grid)
         seeds = self.seeds if self.seeds is not None else [None]
+        cases = self.cases if self.cases is not None else [{}]
         out = []
         for seed in seeds:
-            for combo in itertools.product(*(self.grid[n] for n in names)):
+            for case, combo in itertools.product(cases, itertools.product(*(self.grid[n] for n in names))):
                 point = dict(zip(names, combo))
                 params, dotted = {}, {}
-                for source in (self.fixed, point):
+                for source in (self.fixed, case, point):
                     for k, v in source.items():
                         if "." in k:
                             dotted[k] = v
@@ -443,7 +466,8 @@ class SweepSpec:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "notebook": str(self.notebook), "fixed": self.fixed, "grid": self.grid,
-                "seeds": self.seeds, "out": str(self.out), "source": str(self.source) if self.source else None}
+                "seeds": self.seeds, "out": str(self.out), "source": str(self.source) if self.source else None,
+                "cases": self.cases}
 
 
 # --------------------------------------------------------------------------------------------------------------
