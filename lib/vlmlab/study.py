@@ -139,6 +139,13 @@ class Study:
         """The values of a label column in the order of the cases (the x order of the plots)."""
         return list(dict.fromkeys(c.labels[column] for c in self.cases if column in c.labels))
 
+    def name_of(self, **labels) -> str | None:
+        """The name of the case with these label values (e.g. ``arch="llava", attention="causal"``), or None."""
+        for c in self.cases:
+            if all(c.labels.get(k) == v for k, v in labels.items()):
+                return c.name
+        return None
+
     def missing(self) -> list[Path]:
         """Run directories without a complete record."""
         return [rd for _, _, rd in self.runs() if read_record(rd) is None]
@@ -204,7 +211,7 @@ def attention_study(archs, attentions, seeds, budget, store=None) -> Study:
     for a in _need_list("archs", archs):
         if a not in ATTENTION_KNOB:
             raise ValueError(f"archs: {a!r} has no attention-type knob; allowed values: {sorted(ATTENTION_KNOB)}")
-    cases = [Case(a, {ATTENTION_KNOB[a]: t}, {"arch": a, "attention": t}, f"{a}, {t}")
+    cases = [Case(a, {ATTENTION_KNOB[a]: t}, {"arch": a, "attention": t}, f"{a} ({t})")
              for a in archs for t in _need_list("attentions", attentions)]
     return Study("attention", cases, list(seeds), budget, store)
 
@@ -220,7 +227,7 @@ def features_study(xformer_features, llava_encoders, seeds, budget, store=None) 
         for v in values:
             if v not in names:
                 raise ValueError(f"{arch} features: {v!r}; allowed values: {list(names)}")
-            cases.append(Case(arch, {knob: v}, {"arch": arch, "features": names[v]}, f"{arch}, {names[v]}"))
+            cases.append(Case(arch, {knob: v}, {"arch": arch, "features": names[v]}, f"{arch} ({names[v]})"))
     if not cases:
         raise ValueError("xformer_features and llava_encoders are both empty: nothing to compare")
     return Study("features", cases, list(seeds), budget, store)
@@ -554,7 +561,7 @@ def category_wins(frame: pd.DataFrame, by: str, a, b, *, split: str = "test", ca
         spread = math.hypot(sa, sb)
         d = ma - mb
         if spread == spread and abs(d) > spread:
-            (wins if d > 0 else losses).append(f"{c} ({d:+.1f})")
+            (wins if d > 0 else losses).append(f"{c} ({abs(d):+.1f})")  # the winner's margin
         else:
             ties.append(c)
     s = f"Per category, {name(a)} beats {name(b)} by more than the seed spread in "
@@ -687,7 +694,7 @@ def diagnostic_plot(frame: pd.DataFrame, x: str, keys, hue: str | None = None, *
         ax.set_title(k, fontsize=11)
         ax.set_ylabel((labels or {}).get(k, k), fontsize=10)
         ax.set_xlabel(xlabel or x, fontsize=10)
-    fig.suptitle(title or f"diagnostics vs {x} (bars: mean, error bars: sd over seeds, points: seeds)", fontsize=12)
+    fig.suptitle(title or f"diagnostics vs {x}\n(bars: mean, error bars: sd over seeds, points: seeds)", fontsize=11)
     return fig
 
 

@@ -1,0 +1,266 @@
+"""vlmlab.study: studies share one run store (identical runs execute once, whichever notebook or executor asks
+first), records become a tidy frame, conclusions are sentences computed from the numbers, plots carry sd error
+bars over seeds with the floor and the ceiling."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+from vlmlab import study as S
+from vlmlab.jsonio import write_json_atomic
+from vlmlab.results import ROWS
+from vlmlab.sweep import SweepSpec, SweepSpecError
+from vlmlab.world import CATEGORIES
+
+matplotlib.use("Agg")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- configurations and the shared store ---------------------------------------------------------------------
+def test_canonical_knobs_drop_defaults_and_validate():
+    assert S.canonical_knobs("llava", {"attention": "causal"}) == {}
+    assert S.canonical_knobs("llava", {"attention": "bidirectional"}) == {"attention": "bidirectional"}
+    assert S.canonical_knobs("llavit", {"attention": "bidirectional"}) == {}  # LLaViT's default
+    assert S.canonical_knobs("ovis", {"table_size": 256, "indexings": 0}) == {}
+    assert S.canonical_knobs("xformer", {"mae_mask_ratio": 0.5}) == {}
+    assert S.canonical_knobs("ovis", {"table_size": 16}) == {"table_size": 16}
+    with pytest.raises(ValueError, match="table_size"):
+        S.canonical_knobs("ovis", {"table_size": 16, "indexings": 32})  # top-k larger than the table
+    with pytest.raises(ValueError, match="do not apply"):
+        S.canonical_knobs("llava", {"table_size": 16})
+
+
+def test_identical_runs_share_one_directory(tmp_path):
+    seeds = [0, 1]
+    att = S.attention_study(["llava", "llavit", "hovle"], ["causal", "bidirectional"], seeds, "smoke", tmp_path)
+    cmp_ = S.comparison_study(S.COMPARISON_ARCHS, seeds, "smoke", tmp_path)
+    size = S.table_size_study([16, 256], seeds, "smoke", tmp_path)
+    idx = S.indexings_study([1, 0], 256, seeds, "smoke", tmp_path)
+    dirs = {name: {(c.name, p["seed"]): rd for c, p, rd in st.runs()}
+            for name, st in (("att", att), ("cmp", cmp_), ("size", size), ("idx", idx))}
+    for s in seeds:  # default-knob runs are the same run in every study that contains them
+        assert dirs["att"][("llava (causal)", s)] == dirs["cmp"][("llava", s)]
+        assert dirs["att"][("llavit (bidirectional)", s)] == dirs["cmp"][("llavit", s)]
+        assert dirs["att"][("hovle (causal)", s)] == dirs["cmp"][("hovle", s)]
+        assert dirs["size"][("K=256", s)] == dirs["idx"][("dense (k=K=256)", s)] == dirs["cmp"][("ovis", s)]
+        assert dirs["att"][("llava (bidirectional)", s)] != dirs["att"][("llava (causal)", s)]
+    assert dirs["cmp"][("llava", 0)] != dirs["cmp"][("llava", 1)]
+    assert all(rd.parent == tmp_path / "study-smoke" for d in dirs.values() for rd in d.values())
+    other = S.comparison_study(["llava"], [0], "default", tmp_path)  # the budget is part of the hash and the path
+    assert other.runs()[0][2].parent == tmp_path / "study-default"
+    # the study's directories are exactly those the sweep engine computes
+    spec = att.spec()
+    assert {spec.run_dir(p) for p in spec.runs()} == set(dirs["att"].values())
+
+
+def test_study_rejects_bad_parameters(tmp_path):
+    with pytest.raises(ValueError, match="same run"):
+        S.Study("x", [S.Case("llava", {}), S.Case("llava", {"attention": "causal"})], [0], "smoke", tmp_path)
+    with pytest.raises(ValueError, match="budget"):
+        S.comparison_study(["llava"], [0], "huge", tmp_path)
+    with pytest.raises(ValueError, match="attention-type knob"):
+        S.attention_study(["ovis"], ["causal"], [0], "smoke", tmp_path)
+    with pytest.raises(ValueError, match="allowed values"):
+        S.features_study(["clip"], [], [0], "smoke", tmp_path)
+    with pytest.raises(ValueError, match="n_seeds"):
+        S.seeds_from(0, 0)
+    st = S.comparison_study(["llava"], [0], "smoke", tmp_path)
+    with pytest.raises(ValueError, match="executor.*allowed values"):
+        S.run_study(st, executor="threads")
+
+
+def test_sweep_cases_are_validated_and_expanded():
+    nb = ROOT / "notebooks" / "run.ipynb"
+    spec = SweepSpec(notebook=nb, name="t", fixed={"budget": "smoke"}, seeds=[0, 1],
+                     cases=[{"arch": "llava", "knobs.attention": "bidirectional"}, {"arch": "ovis"}])
+    runs = spec.runs()
+    assert runs[0] == {"budget": "smoke", "arch": "llava", "knobs": {"attention": "bidirectional"}, "seed": 0}
+    assert [r["seed"] for r in runs] == [0, 0, 1, 1] and runs[1] == {"budget": "smoke", "arch": "ovis", "seed": 0}
+    with pytest.raises(SweepSpecError, match=r"cases\[0\]\.budget"):
+        SweepSpec(notebook=nb, name="t", fixed={"budget": "smoke"}, cases=[{"budget": "default"}])
+    with pytest.raises(SweepSpecError, match=r"cases\[0\]\.colour"):
+        SweepSpec(notebook=nb, name="t", cases=[{"colour": "red"}])
+    with pytest.raises(SweepSpecError, match="same parameters"):
+        SweepSpec(notebook=nb, name="t", cases=[{"arch": "llava"}, {"arch": "llava"}])
+
+
+def test_runs_execute_once_across_studies_and_executors(tmp_path):
+    """Real smoke training: the papermill executor trains LLaVA seed 0 for the comparison; the attention study
+    (in-process) then reuses it and trains only its bidirectional run; a rerun trains nothing."""
+    cmp_ = S.comparison_study(["llava"], [0], "smoke", tmp_path)
+    r1 = S.run_study(cmp_, executor="papermill", workers=1, threads=1, progress=False)
+    assert len(r1.done) == 1 and not r1.failed, S.describe_result(r1, cmp_)
+    rd = cmp_.runs()[0][2]
+    assert (rd / "run.ipynb").is_file() and (rd / "params.json").is_file()
+    mtime = (rd / "record.json").stat().st_mtime_ns
+
+    att = S.attention_study(["llava"], ["causal", "bidirectional"], [0], "smoke", tmp_path)
+    r2 = S.run_study(att, executor="inprocess", progress=False)
+    assert [o.run_dir for o in r2.skipped] == [rd]
+    assert len(r2.done) == 1 and r2.done[0].params["knobs"] == {"attention": "bidirectional"}
+    assert (rd / "record.json").stat().st_mtime_ns == mtime  # the shared run was not retrained
+    assert json.loads((r2.done[0].run_dir / "params.json").read_text()) == r2.done[0].params
+
+    r3 = S.run_study(att, executor="inprocess", progress=False)
+    assert not r3.done and len(r3.skipped) == 2
+    assert len(list((tmp_path / "study-smoke").glob("*/record.json"))) == 2
+    manifest = json.loads((tmp_path / "study-smoke" / "studies" / "attention.json").read_text())
+    assert set(manifest["runs"]) == {o.run_dir.name for o in r3.skipped}
+
+    frame = S.accuracy_frame(att)
+    assert set(frame["config"]) == {"llava (causal)", "llava (bidirectional)"}
+    assert set(frame["source"]) == {"model", "floor", "ceiling", "chance"}
+    assert frame["accuracy"].between(0, 100).all()
+    assert S.mixed_backbones(att) is None
+
+
+# ---- records -> frame -> conclusions (synthetic records, no training) ----------------------------------------
+def fake_record(arch, knobs, seed, acc: dict, floor=0.40, ceiling=0.85) -> dict:
+    """A record with the fields the study reads; per-category accuracy given as fractions."""
+    def cats(v):
+        d = {c: v for c in CATEGORIES}
+        d.update(semantic=v, structural=v, overall=v)
+        return d
+
+    metrics = {split: {**cats(0.5), **{k: v for k, v in acc.items()}} for split in ("test", "compositional")}
+    return {"config": {"arch": arch, "knobs": knobs, "seed": seed, "budget": "smoke"},
+            "metrics": metrics, "chance": cats(0.3),
+            "floor": {s: cats(floor) for s in ("test", "compositional")},
+            "ceiling": {s: cats(ceiling) for s in ("test", "compositional")},
+            "train_seconds": 10.0 + seed, "wall_seconds": 12.0, "samples_per_s": 100.0 + seed,
+            "params": {"total": 1000, "trainable": 500},
+            "diagnostics": {"ovis_effective_entries": 3.0 + seed, "answer_to_image_attention_map": [0.1]},
+            "backbones": {"lm": "x"}}
+
+
+def synthetic_study(tmp_path, a_overall, b_overall, a_counting=(0.9, 0.9, 0.9), b_counting=(0.5, 0.5, 0.5)):
+    """Ovis K=16 ("A") and K=256 ("B") over 3 seeds with given overall accuracies, written into the store."""
+    st = S.table_size_study([16, 256], [0, 1, 2], "smoke", tmp_path)
+    for case, p, rd in st.runs():
+        i = p["seed"]
+        over, cnt = (a_overall, a_counting) if case.name == "K=16" else (b_overall, b_counting)
+        write_json_atomic(rd / "record.json", fake_record("ovis", case.knobs, i, {"overall": over[i],
+                                                                                    "counting": cnt[i]}))
+    return st
+
+
+def test_accuracy_frame_is_tidy_and_complete(tmp_path):
+    st = synthetic_study(tmp_path, (0.61, 0.62, 0.63), (0.56, 0.58, 0.60))
+    f = S.accuracy_frame(st)
+    n_rows = 6 * (2 * len(ROWS) * 3 + len(ROWS))  # runs x ((model, floor, ceiling) x 2 splits + chance) x rows
+    assert len(f) == n_rows
+    assert {"run", "arch", "seed", "config", "K", "split", "category", "source", "accuracy"} <= set(f.columns)
+    over = f[(f["source"] == "model") & (f["split"] == "test") & (f["category"] == "overall")]
+    assert sorted(over[over["K"] == 16]["accuracy"].round(6)) == [61.0, 62.0, 63.0]
+    st_ = S.stats(f, "config")
+    row = st_[(st_["config"] == "K=256") & (st_["category"] == "overall")].iloc[0]
+    assert row["mean"] == pytest.approx(58.0) and row["sd"] == pytest.approx(2.0) and row["n"] == 3
+    table = S.summary_table(f)
+    assert table.loc["K=16", "overall"] == "62.0 ± 1.0" and table.loc["K=256", "overall"] == "58.0 ± 2.0"
+    assert table.loc["floor (blind)", "overall"] == "40.0 ± 0.0"
+    assert table.loc["ceiling (text oracle)", "overall"] == "85.0 ± 0.0" and table.loc["chance", "overall"] == "30.0"
+    cost = S.cost_table(st)
+    assert cost.loc["K=16", "train s"] == "11.0 ± 1.0" and cost.loc["K=16", "params total"] == "1,000"
+    diag = S.diagnostics_frame(st)
+    assert set(diag["diagnostic"]) == {"ovis_effective_entries"}  # lists are not scalar diagnostics
+    assert S.diagnostic_summary(diag, "ovis_effective_entries") == \
+        "ovis_effective_entries: K=16 4.00 ± 1.00; K=256 4.00 ± 1.00"
+    md = S.markdown_table(table)
+    assert md.splitlines()[0].startswith("| config | attribute") and "| K=16 |" in md
+
+
+def test_conclusions_are_computed_and_flip_with_the_numbers(tmp_path):
+    f = S.accuracy_frame(synthetic_study(tmp_path / "a", (0.61, 0.62, 0.63), (0.56, 0.58, 0.60)))
+    s = S.compare(f, "config", "K=16", "K=256")
+    assert s == ("K=16 scores 62.0 ± 1.0 % overall vs 58.0 ± 2.0 % for K=256 (+4.0 points over 3 seeds; the "
+                 "difference is larger than the seed spread of 2.2)")
+    assert S.compare(f, "config", "K=256", "K=16").startswith("K=256 scores 58.0 ± 2.0 % overall vs 62.0 ± 1.0 %")
+    assert "(-4.0 points" in S.compare(f, "config", "K=256", "K=16")
+    assert S.ranking(f).startswith("Ranking overall, best first: K=16 62.0 ± 1.0 %; K=256 58.0 ± 2.0 %")
+    assert "blind floor 40.0 %, text-oracle ceiling 85.0 %" in S.ranking(f)
+    assert S.gap_closed(f).endswith("K=16 49 %; K=256 40 %")  # (62-40)/45, (58-40)/45
+    wins = S.category_wins(f, "config", "K=16", "K=256")
+    assert "K=16 beats K=256 by more than the seed spread in counting (+40.0)" in wins
+    assert "K=256 beats K=16 in no category" in wins and "7 of 8 categories are within the spread" in wins
+
+    # the numbers flip: so do the sentences
+    g = S.accuracy_frame(synthetic_study(tmp_path / "b", (0.56, 0.58, 0.60), (0.61, 0.62, 0.63),
+                                         (0.5, 0.5, 0.5), (0.9, 0.9, 0.9)))
+    assert "(-4.0 points" in S.compare(g, "config", "K=16", "K=256")
+    assert S.ranking(g).startswith("Ranking overall, best first: K=256 62.0 ± 1.0 %; K=16 58.0 ± 2.0 %")
+    assert "K=256 beats K=16 in counting (+40.0)" in S.category_wins(g, "config", "K=16", "K=256")
+
+    # a difference inside the seed spread is called so
+    h = S.accuracy_frame(synthetic_study(tmp_path / "c", (0.55, 0.62, 0.69), (0.52, 0.58, 0.64)))
+    assert "within the seed spread of 9.2" in S.compare(h, "config", "K=16", "K=256")
+
+    lines = S.conclusions(f, "config", [("K=16", "K=256")])
+    assert len(lines) == 5 and all(l.startswith("- ") and l.endswith(".") for l in lines)
+    assert any("(compositional split)" in l for l in lines)
+
+
+def test_one_seed_has_no_spread(tmp_path):
+    st = S.table_size_study([16, 256], [0], "smoke", tmp_path)
+    for case, p, rd in st.runs():
+        write_json_atomic(rd / "record.json", fake_record("ovis", case.knobs, 0, {"overall": 0.6}))
+    f = S.accuracy_frame(st)
+    assert "one seed only" in S.compare(f, "config", "K=16", "K=256")
+    assert "one seed only" in S.category_wins(f, "config", "K=16", "K=256")
+
+
+def test_ablation_plot_draws_sd_error_bars_seeds_floor_and_ceiling(tmp_path):
+    import matplotlib.pyplot as plt
+
+    st = synthetic_study(tmp_path, (0.61, 0.62, 0.63), (0.56, 0.58, 0.60))
+    f = S.accuracy_frame(st)
+    fig = S.ablation_plot(f, "K", order=st.levels("K"))
+    axes = {ax.get_title(): ax for ax in fig.axes if ax.get_visible() and ax.get_title()}
+    assert set(axes) == set(ROWS)
+    ax = axes["overall"]
+    bars = [p for p in ax.patches if p.get_height() > 0]
+    assert sorted(round(b.get_height(), 6) for b in bars) == [58.0, 62.0]
+    # an error bar per bar: a vertical line at the bar's centre spanning mean ± sd (sd over seeds)
+    spans = {}
+    for line in ax.lines:  # seaborn draws each error bar with its caps as one line, segments split by NaN
+        x, y = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+        if np.nanmax(y) > np.nanmin(y):
+            spans[round(float(np.nanmean(x)), 3)] = (np.nanmin(y), np.nanmax(y))
+    for b in bars:
+        lo, hi = spans[round(b.get_x() + b.get_width() / 2, 3)]
+        sd = 1.0 if round(b.get_height()) == 62 else 2.0
+        assert lo == pytest.approx(b.get_height() - sd) and hi == pytest.approx(b.get_height() + sd)
+    # the individual seeds as points, and the floor / ceiling / chance as horizontal lines
+    points = np.concatenate([c.get_offsets() for c in ax.collections])
+    assert len(points) == 6
+    flat = {round(float(line.get_ydata()[0]), 3) for line in ax.lines
+            if list(line.get_xdata()) == [0, 1] and len(set(np.asarray(line.get_ydata(), float))) == 1}
+    assert {40.0, 85.0, 30.0} <= flat
+    assert ax.get_ylabel() == "accuracy (%)" and ax.get_xlabel() == "K"
+    plt.close(fig)
+    dfig = S.diagnostic_plot(S.diagnostics_frame(st), "K", ["ovis_effective_entries"])
+    assert dfig.axes[0].patches
+    plt.close(dfig)
+    assert S.explorer(f, "K").children  # the widget builds without a front end
+
+
+def test_paper_quotes_are_literal():
+    for key in ("table_size", "indexings", "attention", "features", "comparison"):
+        md = S.paper_markdown(key)
+        assert md.count("> ") >= len(S.PAPER[key])
+    with pytest.raises(ValueError, match="allowed values"):
+        S.paper_markdown("nope")
+    candidates = [ROOT.parent / "shared" / "specs" / "ARCHITECTURES.md", Path("/work/shared/specs/ARCHITECTURES.md")]
+    src = next((p for p in candidates if p.is_file()), None)
+    if src is None:
+        pytest.skip("ARCHITECTURES.md (outside the repository) is not on this machine")
+    text = re.sub(r"\*\*", "", src.read_text())
+    for key, quotes in S.PAPER.items():
+        for where, quote in quotes:
+            assert re.sub(r"\*\*", "", quote) in text, (key, quote)
