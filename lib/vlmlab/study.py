@@ -166,8 +166,13 @@ def grid_study(name: str, arch: str, knob: str, values: list, *, label: str | No
 
 COMPARISON_ARCHS = ["llava", "ovis", "vwlmm", "hovle", "xformer", "llavit"]
 ATTENTION_KNOB = {"llava": "attention", "llavit": "attention", "hovle": "embed_attention"}
-FEATURE_KNOB = {"xformer": ("features", {"cl": "CL", "mim": "MIM", "both": "CL+MIM"}),
-                "llava": ("encoder", {"cl": "CL", "mim": "MIM"})}
+# arch -> feature value -> (label, knobs): X-Former with CL only is BLIP-2 (no MAE stream, so no fusion and no
+# reconstruction loss); with MIM only the MAE tokens replace C and keep the dual cross-attention
+FEATURE_KNOBS = {
+    "xformer": {"cl": ("CL", {"features": "cl", "fusion": "none", "rec_stage1": False}),
+                "mim": ("MIM", {"features": "mim"}), "both": ("CL+MIM", {"features": "both"})},
+    "llava": {"cl": ("CL", {"encoder": "cl"}), "mim": ("MIM", {"encoder": "mim"})},
+}
 
 
 def seeds_from(seed: int, n_seeds: int) -> list[int]:
@@ -223,11 +228,12 @@ def features_study(xformer_features, llava_encoders, seeds, budget, store=None) 
     for arch, values in (("xformer", xformer_features), ("llava", llava_encoders)):
         if not isinstance(values, list):
             raise ValueError(f"{arch} features={values!r}; must be a list")
-        knob, names = FEATURE_KNOB[arch]
+        choices = FEATURE_KNOBS[arch]
         for v in values:
-            if v not in names:
-                raise ValueError(f"{arch} features: {v!r}; allowed values: {list(names)}")
-            cases.append(Case(arch, {knob: v}, {"arch": arch, "features": names[v]}, f"{arch} ({names[v]})"))
+            if v not in choices:
+                raise ValueError(f"{arch} features: {v!r}; allowed values: {list(choices)}")
+            label, knobs = choices[v]
+            cases.append(Case(arch, knobs, {"arch": arch, "features": label}, f"{arch} ({label})"))
     if not cases:
         raise ValueError("xformer_features and llava_encoders are both empty: nothing to compare")
     return Study("features", cases, list(seeds), budget, store)
