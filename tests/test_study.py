@@ -264,3 +264,26 @@ def test_paper_quotes_are_literal():
     for key, quotes in S.PAPER.items():
         for where, quote in quotes:
             assert re.sub(r"\*\*", "", quote) in text, (key, quote)
+
+
+def test_arch_table_renders_the_comparison_from_the_shared_store(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("arch_table", ROOT / "tools" / "arch_table.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    st = S.comparison_study(["llava", "ovis"], [0, 1, 2], "smoke", tmp_path)
+    for case, p, rd in st.runs():  # records as the comparison notebook would leave them
+        acc = {"overall": (0.60 if case.arch == "llava" else 0.50) + 0.01 * p["seed"]}
+        write_json_atomic(rd / "record.json", fake_record(case.arch, {}, p["seed"], acc))
+    args = ["--budget", "smoke", "--seeds", "0", "1", "2", "--archs", "llava", "ovis", "--store", str(tmp_path),
+            "--no-train"]
+    assert tool.main(args) == 0
+    md = capsys.readouterr().out
+    assert "| category | llava | ovis | floor (blind) | ceiling (text oracle) | chance |" in md
+    assert "| overall | 61.0 ± 1.0 | 51.0 ± 1.0 | 40.0 ± 0.0 | 85.0 ± 0.0 | 30.0 |" in md
+    assert "| llava | 1,000 | 500 | 11.0 ± 1.0 | 101.0 ± 1.0 | 3 |" in md
+    assert md.count("compositional split") == 1
+    out = tmp_path / "table.md"
+    assert tool.main(args + ["--output", str(out)]) == 0 and out.read_text() == md
+    assert tool.main(args[:-1] + ["--seeds", "0", "1", "2", "3", "--no-train"]) == 1  # seed 3 is not in the store

@@ -1,84 +1,81 @@
-"""Train every architecture at a budget over several seeds and write the comparison table (docs/results.md).
+"""Train every architecture at a budget over several seeds and print the comparison tables (Markdown) for the docs.
 
-    python tools/arch_table.py --budget default --seeds 0 1 2 [--archs llava ovis ...]
+    python tools/arch_table.py --budget default --seeds 0 1 2 [--archs llava ovis ...] [--output table.md]
 
-Records go to papermill_runs/table/<arch>-s<seed>-<budget>/record.json and are reused when present, so the
-table can be rebuilt (or extended) without retraining.
+The runs are those of the comparison notebook (``notebooks/30_comparison.ipynb``): the same study
+(``vlmlab.study.comparison_study``: each architecture with its default knobs) in the same shared run store,
+``papermill_runs/study-<budget>/<params hash>/``. Runs already there (made by this tool, the comparison notebook or
+an ablation notebook with default knobs) are reused; missing ones are trained first (``--executor papermill``:
+``--workers`` processes of ``notebooks/run.ipynb`` at a time; ``inprocess``: one after another in this process).
+``--no-train`` only renders what the store holds and fails if a run is missing.
+
+Output: the accuracy table (mean ± std over seeds per category, with the blind floor, the text-oracle ceiling and
+chance) for the test and the compositional splits, then the cost table (parameters total / trainable, train
+seconds, samples/s), to stdout or ``--output``. docs/architectures.md is edited by hand from it.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
-import pandas as pd
-
-from vlmlab.archs import ARCHS
-from vlmlab.results import ROWS
-from vlmlab.runs import RunConfig, run
-
-ROOT = Path(__file__).resolve().parents[1]
+from vlmlab.study import (COMPARISON_ARCHS, EXECUTORS, accuracy_frame, comparison_study, cost_table,
+                          describe_result, markdown_table, mixed_backbones, run_study, summary_table)
 
 
-def records(archs, seeds, budget, out: Path, progress=False) -> dict:
-    recs = {}
-    for arch in archs:
-        for seed in seeds:
-            path = out / f"{arch}-s{seed}-{budget}" / "record.json"
-            if not path.is_file():
-                run(RunConfig.from_params(arch=arch, seed=seed, budget=budget), progress=progress,
-                    output_dir=path.parent)
-                print(f"done {arch} seed {seed}", flush=True)
-            recs[(arch, seed)] = json.loads(path.read_text())
-    return recs
+def render(study) -> str:
+    """The Markdown tables of a comparison study whose runs are all in the store."""
+    frame = accuracy_frame(study)
+    seeds = ", ".join(str(s) for s in study.seeds)
+    parts = []
+    for split in ("test", "compositional"):
+        t = summary_table(frame, split=split).drop(columns="seeds").T.rename_axis("category")
+        parts.append(f"Accuracy (%) per category, {split} split, budget {study.budget!r}, mean ± std over seeds "
+                     f"{seeds}:\n\n{markdown_table(t)}")
+    parts.append(f"Cost (mean ± std over seeds {seeds}; times depend on the machine and its load):\n\n"
+                 f"{markdown_table(cost_table(study))}")
+    parts.append(f"Runs: {study.run_root} (`vlmlab results {study.run_root}` gives the tidy CSV).")
+    return "\n\n".join(parts) + "\n"
 
 
-def mean_std(values) -> str:
-    s = pd.Series(values) * 100
-    return f"{s.mean():.1f} ± {s.std(ddof=1):.1f}" if len(s) > 1 else f"{s.mean():.1f}"
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--budget", default="default", help="budget of every run (default: default)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per architecture (default 0 1 2)")
+    ap.add_argument("--archs", nargs="+", default=COMPARISON_ARCHS,
+                    help=f"architectures, default knobs each (default: {' '.join(COMPARISON_ARCHS)})")
+    ap.add_argument("--store", default="", help="root of the shared run store (default: papermill_runs/)")
+    ap.add_argument("--executor", default="papermill", choices=EXECUTORS, help="how missing runs are trained")
+    ap.add_argument("--workers", type=int, default=2, help="runs at a time (papermill executor; default 2)")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads per run (default 1)")
+    ap.add_argument("--no-train", action="store_true", help="render from the store only; fail if a run is missing")
+    ap.add_argument("--output", help="write the Markdown here instead of stdout")
+    a = ap.parse_args(argv)
 
-
-def table(recs: dict, archs, split: str = "test") -> str:
-    seeds = sorted({s for _, s in recs})
-    cols = {}
-    for arch in archs:
-        cols[arch] = [mean_std([recs[(arch, s)]["metrics"][split][r] for s in seeds]) for r in ROWS]
-    any_rec = [recs[(archs[0], s)] for s in seeds]
-    cols["floor (blind)"] = [mean_std([r["floor"][split][row] for r in any_rec]) for row in ROWS]
-    cols["ceiling (oracle)"] = [mean_std([r["ceiling"][split][row] for r in any_rec]) for row in ROWS]
-    cols["chance"] = [f"{100 * any_rec[0]['chance'][row]:.1f}" for row in ROWS]
-    df = pd.DataFrame(cols, index=ROWS)
-    lines = ["| category | " + " | ".join(df.columns) + " |", "|---" * (len(df.columns) + 1) + "|"]
-    lines += [f"| {i} | " + " | ".join(df.loc[i]) + " |" for i in df.index]
-    return "\n".join(lines)
-
-
-def cost_table(recs: dict, archs) -> str:
-    seeds = sorted({s for _, s in recs})
-    lines = ["| arch | params total | params trainable | train s (mean) | samples/s (mean) |", "|---|---|---|---|---|"]
-    for a in archs:
-        rs = [recs[(a, s)] for s in seeds]
-        lines.append(f"| {a} | {rs[0]['params']['total']:,} | {rs[0]['params']['trainable']:,} | "
-                     f"{sum(r['train_seconds'] for r in rs) / len(rs):.0f} | "
-                     f"{sum(r['samples_per_s'] for r in rs) / len(rs):.0f} |")
-    return "\n".join(lines)
-
-
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--budget", default="default")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--archs", nargs="+", default=["llava"] + sorted(a for a in ARCHS if a != "llava"))
-    ap.add_argument("--out", default=str(ROOT / "papermill_runs" / "table"))
-    a = ap.parse_args()
-    recs = records(a.archs, a.seeds, a.budget, Path(a.out))
-    print(f"accuracy (%) per category, test split, budget {a.budget}, mean ± std over seeds {a.seeds}\n")
-    print(table(recs, a.archs))
-    print(f"\ncompositional split\n")
-    print(table(recs, a.archs, "compositional"))
-    print("\ncost\n")
-    print(cost_table(recs, a.archs))
+    study = comparison_study(a.archs, a.seeds, a.budget, a.store or None)
+    missing = study.missing()
+    if missing and a.no_train:
+        print(f"{len(missing)} run(s) missing from {study.run_root} (e.g. {missing[0].name}); run without "
+              "--no-train to train them", file=sys.stderr)
+        return 1
+    if missing:
+        print(f"training {len(missing)} missing run(s) of {len(study.runs())} into {study.run_root}", file=sys.stderr)
+        result = run_study(study, executor=a.executor, workers=a.workers, threads=a.threads)
+        print(describe_result(result, study), file=sys.stderr)
+        if result.failed or result.busy:
+            return 1
+    warning = mixed_backbones(study)
+    if warning:
+        print(warning, file=sys.stderr)
+    md = render(study)
+    if a.output:
+        Path(a.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.output).write_text(md)
+        print(f"written {a.output}", file=sys.stderr)
+    else:
+        print(md, end="")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -480,7 +480,8 @@ def summary_table(frame: pd.DataFrame, by: str = "config", split: str = "test",
             continue
         rows[str(v)] = {**{c: _pm(s.loc[c, "mean"], s.loc[c, "sd"]) for c in cats}, "seeds": int(s["n"].max())}
     for source, name in (("floor", "floor (blind)"), ("ceiling", "ceiling (text oracle)"), ("chance", "chance")):
-        r = stats(frame.drop_duplicates(["seed", "split", "category", "source"]), "source", split, source)
+        r = stats(frame.drop_duplicates(["seed", "split", "category", "source"]), "source",
+                  split if source != "chance" else "test", source)  # chance depends on the answer sets only
         if r.empty:
             continue
         r = r.set_index("category")
