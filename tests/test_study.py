@@ -287,3 +287,13 @@ def test_arch_table_renders_the_comparison_from_the_shared_store(tmp_path, capsy
     out = tmp_path / "table.md"
     assert tool.main(args + ["--output", str(out)]) == 0 and out.read_text() == md
     assert tool.main(args[:-1] + ["--seeds", "0", "1", "2", "3", "--no-train"]) == 1  # seed 3 is not in the store
+
+
+def test_sweep_specs_of_the_studies_hash_like_the_notebooks():
+    """`vlmlab sweep notebooks/sweeps/{comparison,attention}.yaml` fills the same run directories as the
+    notebooks' default studies."""
+    for name, st in (("comparison", S.comparison_study(S.COMPARISON_ARCHS, [0, 1, 2], "default")),
+                     ("attention", S.attention_study(["llavit", "llava", "hovle"], ["causal", "bidirectional"],
+                                                     [0, 1, 2], "default"))):
+        spec = SweepSpec.from_yaml(ROOT / "notebooks" / "sweeps" / f"{name}.yaml")
+        assert {spec.run_dir(p) for p in spec.runs()} == {rd for _, _, rd in st.runs()}, name

@@ -626,7 +626,8 @@ def ablation_plot(frame: pd.DataFrame, x: str, hue: str | None = None, *, split:
     if model.empty or not cats:
         raise ValueError(f"no model accuracy on the {split} split to plot")
     model[x] = model[x].astype(str)
-    order = [str(v) for v in order] if order is not None else list(dict.fromkeys(model[x]))
+    present = set(model[x])
+    order = [str(v) for v in order if str(v) in present] if order is not None else list(dict.fromkeys(model[x]))
     if hue is not None:
         model[hue] = model[hue].astype(str)
         hue_order = [str(v) for v in hue_order] if hue_order is not None else list(dict.fromkeys(model[hue]))
