@@ -1,4 +1,5 @@
-"""``vlmlab`` command line: pretrain backbones, run one experiment (through the run notebook), sweeps, results."""
+"""``vlmlab`` command line: pretrain backbones, run one experiment (through the run notebook), sweeps, results,
+the course."""
 from __future__ import annotations
 
 import argparse
@@ -87,6 +88,9 @@ def main(argv=None):
         add_sweep_cli(sub)
     except ImportError:
         pass
+
+    from .course import add_cli as add_course_cli
+    add_course_cli(sub)
 
     a = p.parse_args(argv)
     try:

@@ -1,0 +1,669 @@
+"""The course: the numbered notebooks executed with papermill at one budget and rendered into a static HTML site.
+
+``vlmlab course --budget smoke`` (or ``make course BUDGET=smoke``) builds ``papermill_runs/course-<budget>/``::
+
+    index.html              every notebook: title, one-line description, first figure, wall time, status
+    00_quickstart.html      one page per notebook: code, outputs and figures (PNG data URIs: one file each)
+    course.json             budget, seed, per-notebook status and wall time, total execution time
+    notebooks/00_quickstart.ipynb   the executed notebook
+    notebooks/00_quickstart.json    its record: source hash, parameters, status, error, wall time
+
+The course notebooks are ``notebooks/[0-9][0-9]_*.ipynb``, discovered and executed in name order, each with
+the parameters ``budget`` and ``seed`` (those it declares). A notebook that fails does not stop the course:
+its page shows the notebook up to the failing cell and the error, and the build reports every failure at the
+end (``vlmlab course`` then exits with status 1). A notebook whose source and parameters are unchanged since
+its last successful execution into the same directory is not executed again (``--force`` re-executes), so a
+re-run after one failure only redoes that notebook. ``--skip-execute`` only re-renders the pages.
+
+Widgets need a live kernel, so a page replaces each widget with a note naming its controls; the notebooks show
+every widget's information in a static figure as well.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import fnmatch
+import hashlib
+import html
+import io
+import json
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .jsonio import write_json_atomic
+
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOKS = REPO / "notebooks"
+DEFAULT_OUT = REPO / "papermill_runs"
+COURSE_GLOB = "[0-9][0-9]_*.ipynb"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def default_out(budget: str) -> Path:
+    return DEFAULT_OUT / f"course-{budget}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Discovery
+
+def discover(notebooks_dir: str | Path = NOTEBOOKS, only: list[str] | None = None) -> list[Path]:
+    """The course notebooks (``NN_*.ipynb``) in name order; ``only`` keeps those matching any of its patterns:
+    a glob (``0[12]_*``), a name with or without ``.ipynb`` or a number prefix (``01``). A pattern that matches
+    nothing is an error naming the notebooks there are."""
+    notebooks_dir = Path(notebooks_dir)
+    found = sorted(p for p in notebooks_dir.glob(COURSE_GLOB) if p.is_file())
+    if not only:
+        return found
+    keep = set()
+    for pat in only:
+        hits = [p for p in found if _matches(p, pat)]
+        if not hits:
+            raise ValueError(f"--only {pat!r} matches no course notebook; the notebooks in {notebooks_dir} are: "
+                             f"{[p.stem for p in found]}")
+        keep.update(hits)
+    return [p for p in found if p in keep]
+
+
+def _matches(path: Path, pattern: str) -> bool:
+    pattern = pattern.strip()
+    if any(ch in pattern for ch in "*?["):
+        return fnmatch.fnmatch(path.name, pattern) or fnmatch.fnmatch(path.stem, pattern)
+    name = pattern[:-6] if pattern.endswith(".ipynb") else pattern
+    return path.stem == name or (name.isdigit() and path.stem.startswith(name + "_"))
+
+
+_MD_INLINE = [
+    (re.compile(r"!\[[^\]]*\]\([^)]*\)"), ""),          # images
+    (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),      # links -> their text
+    (re.compile(r"(\*\*|__)(.+?)\1"), r"\2"),           # bold
+    (re.compile(r"(?<![\w*])[*_](?!\s)(.+?)(?<!\s)[*_](?![\w*])"), r"\1"),  # italics
+    (re.compile(r"`([^`]*)`"), r"\1"),                   # inline code
+    (re.compile(r"<[^>]+>"), ""),                        # html tags
+]
+
+
+def plain_text(markdown: str) -> str:
+    """Markdown inline markup removed (links keep their text); whitespace collapsed."""
+    for rx, rep in _MD_INLINE:
+        markdown = rx.sub(rep, markdown)
+    return " ".join(markdown.split())
+
+
+def summary(nb) -> tuple[str | None, str]:
+    """(title, description) of a notebook: the first markdown heading and the first sentence of the paragraph
+    after it (shortened to about 200 characters)."""
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        lines = cell.source.splitlines()
+        for i, line in enumerate(lines):
+            m = re.match(r"^#{1,6}\s+(.*\S)", line)
+            if not m:
+                continue
+            title = plain_text(m.group(1))
+            para = []
+            for rest in lines[i + 1:]:
+                if rest.strip().startswith("#") or (not rest.strip() and para):
+                    break
+                if rest.strip():
+                    para.append(rest.strip())
+            return title, _first_sentence(plain_text(" ".join(para)))
+    return None, ""
+
+
+def _first_sentence(text: str, limit: int = 200) -> str:
+    m = re.search(r"(?<=[.!?:])\s", text)
+    first = text[:m.start()] if m else text
+    if len(first) > limit:
+        first = first[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " …"
+    return first.rstrip(":")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Execution
+
+@dataclass
+class NotebookResult:
+    """What the course knows about one notebook; written to ``notebooks/<stem>.json`` and ``course.json``."""
+
+    name: str                   # file name, e.g. 00_quickstart.ipynb
+    title: str
+    description: str
+    status: str                 # ok | failed | missing (never executed; --skip-execute)
+    seconds: float | None       # wall time of its (last) execution
+    params: dict
+    source_sha256: str
+    error: str | None = None
+    reused: bool = False        # not executed by this build: source and parameters unchanged since
+    stale: bool = False         # --skip-execute rendered an execution of an older source or other parameters
+    finished: str | None = None
+    page: str | None = None     # html page, relative to the course directory
+    figures: int = 0            # <img> figures on its page
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem
+
+
+def source_hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def notebook_params(path: Path, budget: str, seed: int) -> dict:
+    """The course parameters a notebook declares in its ``parameters`` cell."""
+    from .sweep import notebook_parameters
+
+    declared = notebook_parameters(path)
+    return {k: v for k, v in (("budget", budget), ("seed", seed)) if k in declared}
+
+
+def execute(src: Path, executed: Path, params: dict, *, progress: bool = False) -> tuple[str | None, float]:
+    """Execute ``src`` into ``executed`` with papermill (working directory: ``executed``'s folder). Returns
+    (error or None, wall seconds); a failing notebook is kept up to its failing cell."""
+    import papermill as pm
+
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    error = None
+    try:
+        pm.execute_notebook(str(src), str(executed), parameters=params, kernel_name="python3",
+                            cwd=str(executed.parent), progress_bar=progress, log_output=False)
+    except pm.PapermillExecutionError as e:
+        error = f"{e.ename}: {e.evalue} (cell [{e.exec_count}])"
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # a dead kernel, a timeout, an unreadable notebook: the course goes on
+        error = f"{type(e).__name__}: {e}"
+    return error, time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Rendering
+
+PAGE_CSS = """
+:root { --course-width: 1120px; --course-accent: #2b6cb0; }
+body.jp-Notebook { background: #fafafa; }
+main { max-width: var(--course-width); margin: 0 auto; padding: 0 24px 48px; background: white;
+       box-shadow: 0 0 12px rgba(0,0,0,.06); }
+.jp-RenderedHTMLCommon { font-size: 15px; line-height: 1.6; }
+.jp-RenderedHTMLCommon h1 { font-size: 1.9em; margin-top: 0.6em; }
+.jp-RenderedHTMLCommon h2 { font-size: 1.45em; margin-top: 1.4em; border-bottom: 1px solid #e2e8f0;
+                            padding-bottom: 0.2em; }
+.jp-RenderedHTMLCommon p, .jp-RenderedHTMLCommon li { max-width: 80ch; }
+.jp-InputArea-editor { border-radius: 4px; }
+.jp-InputArea-editor .highlight pre { white-space: pre-wrap; overflow-wrap: anywhere; }  /* no hidden code */
+.jp-OutputArea-output pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+.jp-OutputArea-output img { max-width: 100%; height: auto; }
+.jp-RenderedHTMLCommon table { font-size: 13px; }
+.course-nav { display: grid; grid-template-columns: 1fr auto 1fr; align-items: center; gap: 16px;
+              padding: 10px 0; margin-bottom: 8px; border-bottom: 1px solid #e2e8f0; font: 14px/1.4 system-ui,
+              -apple-system, "Segoe UI", Roboto, sans-serif; }
+.course-nav.bottom { border-bottom: 0; border-top: 1px solid #e2e8f0; margin-top: 32px; }
+.course-nav .next { text-align: right; }
+.course-nav a { color: var(--course-accent); text-decoration: none; }
+.course-nav a:hover { text-decoration: underline; }
+.course-nav .meta { color: #4a5568; }
+.course-banner { font: 14px/1.5 system-ui, sans-serif; border-radius: 6px; padding: 10px 14px; margin: 12px 0; }
+.course-banner.failed { background: #fff5f5; border: 1px solid #feb2b2; color: #742a2a; }
+.course-banner.info { background: #ebf8ff; border: 1px solid #bee3f8; color: #2a4365; }
+.course-banner code { font-size: 13px; }
+.course-widget { font: 14px/1.5 system-ui, sans-serif; background: #f7fafc; border: 1px dashed #a0aec0;
+                 border-radius: 6px; padding: 8px 12px; color: #2d3748; }
+.course-widget .controls { font-family: var(--jp-code-font-family, monospace); font-size: 13px; }
+"""
+
+INDEX_CSS = """
+body { margin: 0; background: #fafafa; color: #1a202c; font: 16px/1.55 system-ui, -apple-system, "Segoe UI",
+       Roboto, "Helvetica Neue", Arial, sans-serif; }
+main { max-width: 1120px; margin: 0 auto; padding: 28px 32px 48px; background: white;
+       box-shadow: 0 0 12px rgba(0,0,0,.06); min-height: 100vh; box-sizing: border-box; }
+h1 { font-size: 2em; margin: 0 0 4px; }
+.lead { color: #4a5568; margin: 0 0 16px; max-width: 80ch; }
+.facts { display: flex; flex-wrap: wrap; gap: 8px 24px; padding: 10px 14px; background: #f7fafc;
+         border: 1px solid #e2e8f0; border-radius: 6px; font-size: 14px; }
+.facts b { font-weight: 600; }
+.note { font-size: 14px; color: #744210; background: #fffff0; border: 1px solid #faf089; border-radius: 6px;
+        padding: 8px 14px; margin-top: 12px; }
+.failed-box { font-size: 14px; color: #742a2a; background: #fff5f5; border: 1px solid #feb2b2;
+              border-radius: 6px; padding: 8px 14px; margin-top: 12px; }
+ol.notebooks { list-style: none; padding: 0; margin: 24px 0 0; }
+ol.notebooks li { display: grid; grid-template-columns: 240px 1fr 110px; gap: 18px; align-items: center;
+                  padding: 14px 0; border-top: 1px solid #e2e8f0; }
+ol.notebooks li:last-child { border-bottom: 1px solid #e2e8f0; }
+.thumb { width: 240px; height: 150px; display: flex; align-items: center; justify-content: center;
+         background: #f7fafc; border: 1px solid #e2e8f0; border-radius: 4px; overflow: hidden; }
+.thumb img { max-width: 100%; max-height: 100%; }
+.thumb .none { color: #a0aec0; font-size: 13px; }
+.title { font-size: 18px; font-weight: 600; }
+.title a { color: #2b6cb0; text-decoration: none; }
+.title a:hover { text-decoration: underline; }
+.desc { color: #4a5568; font-size: 15px; margin-top: 2px; }
+.err { color: #9b2c2c; font-size: 13px; font-family: ui-monospace, Menlo, Consolas, monospace; margin-top: 4px;
+       white-space: pre-wrap; word-break: break-word; }
+.time { text-align: right; font-size: 14px; color: #2d3748; font-variant-numeric: tabular-nums; }
+.status { display: inline-block; font-size: 12px; padding: 1px 8px; border-radius: 10px; margin-top: 4px; }
+.status.ok { background: #c6f6d5; color: #22543d; }
+.status.failed, .status.missing { background: #fed7d7; color: #742a2a; }
+.status.reused { background: #e2e8f0; color: #2d3748; }
+footer { margin-top: 28px; font-size: 14px; color: #4a5568; }
+code { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.9em; background: #edf2f7;
+       padding: 1px 4px; border-radius: 3px; }
+"""
+
+# extends nbconvert's "lab" template: no scripts fetched from a CDN (the pages work offline; MathJax only on
+# pages that have math), figures with alternative text, the course's navigation and its stylesheet
+PAGE_TEMPLATE = r"""{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block html_head_js_mathjax -%}
+{%- if resources.course.math -%}{{ super() }}{%- endif -%}
+{%- endblock html_head_js_mathjax -%}
+{% block data_png scoped %}
+<div class="jp-RenderedImage jp-OutputArea-output {{ extra_class }}">
+<img src="data:image/png;base64,{{ output.data['image/png'] | escape_html }}"
+alt="{{ output.metadata.get('course_alt', 'figure') | escape_html }}"
+{%- set width=output | get_metadata('width', 'image/png') -%}
+{%- if width is not none %} width={{ width | escape_html }}{%- endif %}
+{%- set height=output | get_metadata('height', 'image/png') -%}
+{%- if height is not none %} height={{ height | escape_html }}{%- endif %}>
+</div>
+{% endblock data_png %}
+{% block extra_css %}<style type="text/css">{{ resources.course.css }}</style>{% endblock extra_css %}
+{%- block body_header -%}
+{{ super() }}
+{{ resources.course.nav_top }}
+{{ resources.course.banner }}
+{%- endblock body_header -%}
+{% block body_footer %}
+{{ resources.course.nav_bottom }}
+{{ super() }}
+{% endblock body_footer %}
+"""
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "–"
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+def _widget_note(view: dict, state: dict) -> str:
+    """A static stand-in for a widget view: what it is and the values its controls had when executed."""
+    models = state.get("state", {}) if isinstance(state, dict) else {}
+    controls = []
+
+    def walk(model_id: str, depth: int = 0):
+        m = models.get(model_id)
+        if not m or depth > 20:
+            return
+        s = m.get("state", {})
+        desc = s.get("description")
+        if desc and "value" in s and not isinstance(s["value"], (dict, list)):
+            rng = f" (range {s['min']}–{s['max']})" if "min" in s and "max" in s else ""
+            controls.append(f"{desc} = {s['value']}{rng}")
+        elif desc and "index" in s and isinstance(s.get("_options_labels"), list):
+            labels = s["_options_labels"]
+            idx = s["index"]
+            value = labels[idx] if isinstance(idx, int) and 0 <= idx < len(labels) else idx
+            controls.append(f"{desc} = {value} (one of {', '.join(map(str, labels))})")
+        for child in s.get("children", []) or []:
+            if isinstance(child, str) and child.startswith("IPY_MODEL_"):
+                walk(child[len("IPY_MODEL_"):], depth + 1)
+
+    walk(view.get("model_id", ""))
+    ctl = ("<div class='controls'>controls as executed: " + html.escape("; ".join(controls)) + "</div>"
+           if controls else "")
+    return ("<div class='course-widget'><b>Interactive widget</b> — it needs a live kernel: open this notebook in "
+            "JupyterLab (<code>make lab</code>) to use it. The static figure beside it shows the same "
+            f"information.{ctl}</div>")
+
+
+def prepare_for_html(nb):
+    """A copy of an executed notebook ready for a static page: widget views replaced by a note naming their
+    controls (:func:`_widget_note`), the widget state dropped (it would load a renderer from a CDN)."""
+    import copy
+
+    import nbformat
+
+    nb = copy.deepcopy(nb)
+    state = nb.metadata.pop("widgets", {}).get(WIDGET_STATE, {})
+    n_fig = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for out in cell.get("outputs", []):
+            if "image/png" in out.get("data", {}):
+                n_fig += 1
+                out.setdefault("metadata", {})["course_alt"] = \
+                    f"figure {n_fig}: output of cell [{cell.get('execution_count')}]"
+        if "injected-parameters" in cell.metadata.get("tags", []) and cell.source.startswith("# Parameters"):
+            cell.source = ("# Parameters of this execution (papermill injected them; they override the defaults "
+                           "above)" + cell.source[len("# Parameters"):])
+        for i, out in enumerate(cell.get("outputs", [])):
+            data = out.get("data", {})
+            if WIDGET_VIEW in data:
+                cell.outputs[i] = nbformat.v4.new_output(
+                    "display_data", data={"text/html": _widget_note(data[WIDGET_VIEW], state),
+                                          "text/plain": data.get("text/plain", "widget")})
+    return nb
+
+
+def _has_math(nb) -> bool:
+    rx = re.compile(r"\$[^$\n]+\$|\$\$|\\\(|\\\[|\\begin\{")
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and rx.search(cell.source):
+            return True
+        for out in cell.get("outputs", []):
+            md = out.get("data", {}).get("text/markdown", "")
+            if isinstance(md, str) and rx.search(md):
+                return True
+    return False
+
+
+def _first_png(nb) -> str | None:
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            png = out.get("data", {}).get("image/png")
+            if png:
+                return "".join(png) if isinstance(png, list) else png
+    return None
+
+
+def thumbnail(png_b64: str, width: int = 480, height: int = 300) -> str:
+    """A small PNG (base64) of a figure, for the index."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(base64.b64decode(png_b64))).convert("RGB")
+    img.thumbnail((width, height), Image.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _nav(entries: list[NotebookResult], k: int, budget: str, bottom: bool = False) -> str:
+    def link(j, text, cls):
+        if 0 <= j < len(entries) and entries[j].page:
+            return f"<span class='{cls}'><a href='{html.escape(entries[j].page)}'>{text(entries[j].title)}</a></span>"
+        return f"<span class='{cls}'></span>"
+
+    e = entries[k]
+    meta = f"budget <b>{html.escape(budget)}</b> · executed in {_fmt_seconds(e.seconds)}"
+    middle = f"<a href='index.html'>↑ course index</a> <span class='meta'>· {meta}</span>"
+    prev = link(k - 1, lambda t: f"← {html.escape(t)}", "prev")
+    nxt = link(k + 1, lambda t: f"{html.escape(t)} →", "next")
+    return f"<nav class='course-nav{' bottom' if bottom else ''}'>{prev}<span>{middle}</span>{nxt}</nav>"
+
+
+def _banner(e: NotebookResult, budget: str) -> str:
+    parts = []
+    if e.status == "failed":
+        parts.append(f"<div class='course-banner failed'><b>This notebook failed at budget {html.escape(budget)}."
+                     f"</b> {html.escape(e.error or '')}<br>The page shows it up to the failing cell; the cells "
+                     "after it did not run.</div>")
+    if e.stale:
+        parts.append("<div class='course-banner info'>This page comes from an earlier execution: the notebook's "
+                     "source or the course's parameters changed since. Build the course again to refresh it.</div>")
+    if budget == "smoke":
+        parts.append("<div class='course-banner info'>Executed at the <b>smoke</b> budget: tiny models trained for a "
+                     "few steps. The figures show the mechanics, not meaningful accuracies; build the course at "
+                     "<code>BUDGET=default</code> for those.</div>")
+    return "".join(parts)
+
+
+def render_page(executed: Path, page: Path, entries: list[NotebookResult], k: int, budget: str) -> int:
+    """Render one executed notebook to ``page`` (code visible, figures embedded). Returns its <img> count."""
+    import nbformat
+    from jinja2 import DictLoader
+    from nbconvert import HTMLExporter
+
+    nb = prepare_for_html(nbformat.read(executed, as_version=4))
+    exporter = HTMLExporter(template_name="lab", template_file="course_page.html.j2",
+                            extra_loaders=[DictLoader({"course_page.html.j2": PAGE_TEMPLATE})],
+                            embed_images=True)
+    e = entries[k]
+    nb.metadata["title"] = e.title
+    resources = {"course": {"math": _has_math(nb), "css": PAGE_CSS, "banner": _banner(e, budget),
+                            "nav_top": _nav(entries, k, budget), "nav_bottom": _nav(entries, k, budget, True)}}
+    body, _ = exporter.from_notebook_node(nb, resources=resources)
+    page.write_text(body, encoding="utf-8")
+    return len(re.findall(r"<img\s[^>]*src=\"data:image/", body))
+
+
+def render_index(out: Path, entries: list[NotebookResult], info: dict, thumbs: dict[str, str | None]) -> Path:
+    """``index.html``: one row per notebook (thumbnail of its first figure, title link, description, wall time,
+    status) under the course's facts (budget, seed, total execution time, failures)."""
+    budget = info["budget"]
+    failed = [e for e in entries if e.status != "ok"]
+    rows = []
+    for e in entries:
+        thumb = thumbs.get(e.name)
+        img = (f"<img alt='first figure of {html.escape(e.title)}' src='data:image/png;base64,{thumb}'>"
+               if thumb else "<span class='none'>no figure</span>")
+        title = html.escape(e.title)
+        if e.page:
+            img = f"<a href='{html.escape(e.page)}'>{img}</a>"
+            title = f"<a href='{html.escape(e.page)}'>{title}</a>"
+        status = {"ok": "ok", "failed": "failed", "missing": "not executed"}[e.status]
+        badges = f"<span class='status {e.status}'>{status}</span>"
+        if e.reused and e.status == "ok":
+            badges += " <span class='status reused' title='source and parameters unchanged: not re-executed'>" \
+                      "reused</span>"
+        err = f"<div class='err'>{html.escape(e.error)}</div>" if e.error else ""
+        rows.append(f"<li><div class='thumb'>{img}</div><div><div class='title'>{title}</div>"
+                    f"<div class='desc'>{html.escape(e.description)}</div>{err}</div>"
+                    f"<div class='time'>{_fmt_seconds(e.seconds)}<br>{badges}</div></li>")
+    facts = [f"<span>budget <b>{html.escape(budget)}</b></span>",
+             f"<span>seed <b>{info['seed']}</b></span>",
+             f"<span>{len(entries)} notebooks</span>",
+             f"<span>executing them took <b>{_fmt_seconds(info['execute_seconds'])}</b> "
+             "(sum of the wall times below)</span>",
+             f"<span>built {html.escape(info['built'])}</span>"]
+    notes = ""
+    if budget == "smoke":
+        notes += ("<div class='note'>Built at the <b>smoke</b> budget: tiny models trained for a few steps, so "
+                  "the pages show how everything works, not meaningful accuracies.</div>")
+    if failed:
+        notes += ("<div class='failed-box'><b>" + str(len(failed)) + " notebook(s) did not complete:</b> "
+                  + ", ".join(html.escape(e.stem) for e in failed) + ". Their pages show the error.</div>")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>vlmlab course ({html.escape(budget)} budget)</title><style>{INDEX_CSS}</style></head>
+<body><main>
+<h1>vlmlab: the course</h1>
+<p class="lead">How do vision-language models turn an image into something a language model can read? These
+notebooks build the designs on a synthetic world with tiny pretrained backbones and measure them. Each page is
+the notebook as executed: its code, its figures, and conclusions computed from its own numbers.</p>
+<div class="facts">{''.join(facts)}</div>
+{notes}
+<ol class="notebooks">
+{chr(10).join(rows)}
+</ol>
+<footer>Rebuild with <code>make course BUDGET={html.escape(budget)}</code> (or
+<code>vlmlab course --budget {html.escape(budget)}</code>); notebooks whose source and parameters did not change
+are not executed again. Open the notebooks themselves with <code>make lab</code>.</footer>
+</main></body></html>
+"""
+    path = out / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The build
+
+@dataclass
+class CourseResult:
+    out: Path
+    budget: str
+    seed: int
+    notebooks: list[NotebookResult] = field(default_factory=list)
+    execute_seconds: float = 0.0   # sum of the notebooks' wall times (what executing the course costs)
+    build_seconds: float = 0.0     # this build's wall time (execution of changed notebooks + rendering)
+
+    @property
+    def failed(self) -> list[NotebookResult]:
+        return [e for e in self.notebooks if e.status != "ok"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def index(self) -> Path:
+        return self.out / "index.html"
+
+
+def _write_json(path: Path, obj) -> None:
+    write_json_atomic(path, obj)
+    path.chmod(0o644)  # a static site: readable by the web server, like the pages
+
+
+def _read_record(path: Path) -> dict | None:
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def build_course(budget: str = "default", *, seed: int = 0, only: list[str] | None = None,
+                 out: str | Path | None = None, notebooks_dir: str | Path = NOTEBOOKS, skip_execute: bool = False,
+                 force: bool = False, progress: bool = True, log=None) -> CourseResult:
+    """Execute (or reuse) and render the course notebooks; see the module docstring. ``only`` selects notebooks
+    to build; the index also lists the notebooks built earlier into the same directory. ``log``: a function
+    taking one line of text (default: nothing)."""
+    import nbformat
+    from tqdm.auto import tqdm
+
+    from .budgets import get_budget
+
+    get_budget(budget)  # an unknown budget fails here, before anything executes
+    t_build = time.perf_counter()
+    log = log or (lambda line: None)
+    out = Path(out) if out else default_out(budget)
+    nb_out = out / "notebooks"
+    nb_out.mkdir(parents=True, exist_ok=True)
+    everything = discover(notebooks_dir)
+    selected = discover(notebooks_dir, only)
+    if not selected:
+        raise ValueError(f"no course notebooks ({COURSE_GLOB}) in {notebooks_dir}")
+    # the index lists the selection plus what earlier builds left here
+    listed = [p for p in everything if p in selected or (nb_out / f"{p.stem}.json").is_file()]
+
+    entries: list[NotebookResult] = []
+    bar = tqdm(total=len(selected), desc="course", unit="notebook", disable=not progress, file=sys.stderr)
+    for src in listed:
+        title, desc = summary(nbformat.read(src, as_version=4))
+        title = title or src.stem
+        params = notebook_params(src, budget, seed)
+        sha = source_hash(src)
+        executed = nb_out / src.name
+        rec_path = nb_out / f"{src.stem}.json"
+        rec = _read_record(rec_path)
+        entry = NotebookResult(name=src.name, title=title, description=desc, status="missing", seconds=None,
+                               params=params, source_sha256=sha)
+        unchanged = bool(rec and rec.get("source_sha256") == sha and rec.get("params") == params)
+        if src not in selected or skip_execute:
+            if rec and executed.is_file():
+                entry.status, entry.seconds, entry.error = rec.get("status", "failed"), rec.get("seconds"), \
+                    rec.get("error")
+                entry.finished, entry.reused, entry.stale = rec.get("finished"), True, not unchanged
+                entry.params = rec.get("params", params)  # what the page shows was executed with these
+            else:
+                entry.error = ("not executed yet: build without --skip-execute" if skip_execute
+                               else "no executed notebook")
+            if src in selected:
+                bar.update(1)
+        elif not force and unchanged and rec.get("status") == "ok" and executed.is_file():
+            entry.status, entry.seconds, entry.finished, entry.reused = "ok", rec.get("seconds"), \
+                rec.get("finished"), True
+            log(f"{src.stem}: unchanged since its execution of {rec.get('finished')}: reused")
+            bar.update(1)
+        else:
+            bar.set_postfix_str(src.stem)
+            rec_path.unlink(missing_ok=True)  # an interrupted execution leaves no record, so it runs again
+            error, seconds = execute(src, executed, params, progress=progress)
+            entry.status, entry.error, entry.seconds = ("failed" if error else "ok"), error, seconds
+            entry.finished = _dt.datetime.now().isoformat(timespec="seconds")
+            _write_json(rec_path, {k: v for k, v in asdict(entry).items()
+                                         if k not in ("reused", "stale", "page", "figures")})
+            log(f"{src.stem}: {'FAILED: ' + error if error else 'ok'} ({_fmt_seconds(seconds)})")
+            bar.update(1)
+        entries.append(entry)
+    bar.close()
+
+    for e in entries:
+        e.page = f"{e.stem}.html" if (nb_out / e.name).is_file() else None
+    thumbs = {}
+    for k, e in enumerate(entries):
+        if e.page is None:
+            (out / f"{e.stem}.html").unlink(missing_ok=True)
+            continue
+        executed = nb_out / e.name
+        e.figures = render_page(executed, out / e.page, entries, k, budget)
+        png = _first_png(nbformat.read(executed, as_version=4))
+        thumbs[e.name] = thumbnail(png) if png else None
+
+    result = CourseResult(out=out, budget=budget, seed=seed, notebooks=entries,
+                          execute_seconds=sum(e.seconds or 0.0 for e in entries))
+    info = {"budget": budget, "seed": seed, "execute_seconds": result.execute_seconds,
+            "built": _dt.datetime.now().strftime("%Y-%m-%d %H:%M")}
+    render_index(out, entries, info, thumbs)
+    result.build_seconds = time.perf_counter() - t_build
+    _write_json(out / "course.json", {
+        **info, "build_seconds": result.build_seconds, "index": "index.html",
+        "failed": [e.name for e in result.failed],
+        "notebooks": [asdict(e) for e in entries]})
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Command line: `vlmlab course`
+
+def cmd_course(a) -> None:
+    res = build_course(a.budget, seed=a.seed, only=a.only, out=a.out, notebooks_dir=a.notebooks,
+                       skip_execute=a.skip_execute, force=a.force, progress=not a.quiet,
+                       log=lambda line: print(line, file=sys.stderr))
+    width = max(len(e.stem) for e in res.notebooks)
+    for e in res.notebooks:
+        tag = "ok" if e.status == "ok" else e.status.upper()
+        print(f"  {e.stem:{width}s}  {tag:7s} {_fmt_seconds(e.seconds):>9s}{'  (reused)' if e.reused else ''}"
+              + (f"  {e.error}" if e.error else ""))
+    print(f"course at budget {res.budget}: {len(res.notebooks)} notebook(s); executing them took "
+          f"{_fmt_seconds(res.execute_seconds)} (this build: {_fmt_seconds(res.build_seconds)})")
+    print(f"index: {res.index}")
+    if not res.ok:
+        print(f"{len(res.failed)} notebook(s) failed: {', '.join(e.stem for e in res.failed)}; their pages show "
+              f"the error. Re-run to retry only those.", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def add_cli(sub) -> None:
+    s = sub.add_parser("course", help="execute the numbered notebooks at a budget and render them into a static "
+                                      "HTML site (papermill_runs/course-<budget>/index.html)",
+                       description="Execute notebooks/NN_*.ipynb in order with papermill (parameters budget, seed) "
+                                   "and render each to HTML with its figures embedded, plus an index page. "
+                                   "Unchanged notebooks are reused; a failing notebook does not stop the course.")
+    s.add_argument("--budget", default="default", help="budget every notebook runs at (default: default)")
+    s.add_argument("--seed", type=int, default=0, help="seed parameter of every notebook (default: 0)")
+    s.add_argument("--only", nargs="+", metavar="NOTEBOOK",
+                   help="build only these notebooks: names, number prefixes or globs (e.g. 01_world '2?_*')")
+    s.add_argument("--out", help="course directory (default: papermill_runs/course-<budget>)")
+    s.add_argument("--skip-execute", action="store_true", help="execute nothing; re-render the executed notebooks")
+    s.add_argument("--force", action="store_true", help="re-execute even notebooks that are unchanged")
+    s.add_argument("--notebooks", default=str(NOTEBOOKS), help=f"notebooks directory (default: {NOTEBOOKS})")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(fn=cmd_course)
+
+
+__all__ = ["discover", "summary", "build_course", "CourseResult", "NotebookResult", "render_page", "render_index",
+           "prepare_for_html", "add_cli"]

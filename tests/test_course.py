@@ -1,0 +1,275 @@
+"""The course: notebook discovery, execution with reuse and failure reporting, rendering, and the built site as
+headless Chromium shows it (figures present and loaded)."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from vlmlab.course import build_course, discover, prepare_for_html, summary
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------------
+def write_notebook(path: Path, title: str, body: str, *, intro: str = "What this notebook shows. More text.") -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(f"# {title}\n\n{intro}"),
+        nbformat.v4.new_code_cell('budget: str = "default"  # size knob\nseed: int = 0  # seed',
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(body),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+FIGURE = """import matplotlib.pyplot as plt
+from IPython.display import display
+fig, ax = plt.subplots(figsize=(3, 2))
+ax.plot([0, 1, 2], [seed, 2, 1], color="tab:red")
+ax.set_title(f"budget {budget}")
+display(fig)
+plt.close(fig)"""
+
+
+class Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.hrefs, self.imgs = [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "a" and a.get("href"):
+            self.hrefs.append(a["href"])
+        if tag == "img" and a.get("src"):
+            self.imgs.append(a["src"])
+
+
+def parse(path: Path) -> Links:
+    p = Links()
+    p.feed(path.read_text())
+    return p
+
+
+def png_size(data_uri: str) -> tuple[int, int]:
+    """Width and height from a data:image/png URI (checks it is a real PNG)."""
+    raw = base64.b64decode(data_uri.split(",", 1)[1])
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+
+
+# ---- discovery and summaries -----------------------------------------------------------------------------------
+def test_discover_finds_numbered_notebooks_in_order_and_selects(tmp_path):
+    for name in ("10_b.ipynb", "00_a.ipynb", "02_c.ipynb", "run.ipynb", "3_x.ipynb", "scratch.ipynb"):
+        write_notebook(tmp_path / name, name, "pass")
+    (tmp_path / "sweeps").mkdir()
+    assert [p.name for p in discover(tmp_path)] == ["00_a.ipynb", "02_c.ipynb", "10_b.ipynb"]
+    assert [p.name for p in discover(tmp_path, ["0?_*"])] == ["00_a.ipynb", "02_c.ipynb"]
+    assert [p.name for p in discover(tmp_path, ["10_b", "00_a.ipynb"])] == ["00_a.ipynb", "10_b.ipynb"]
+    assert [p.name for p in discover(tmp_path, ["02"])] == ["02_c.ipynb"]
+    with pytest.raises(ValueError, match="matches no course notebook.*00_a"):
+        discover(tmp_path, ["run"])
+    real = [p.name for p in discover(ROOT / "notebooks")]
+    assert real[:3] == ["00_quickstart.ipynb", "01_world.ipynb", "02_backbones.ipynb"] and "run.ipynb" not in real
+
+
+def test_summary_reads_title_and_first_sentence():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_markdown_cell("# 07 · A **bold** title\n\nThe [world](01_world.ipynb) is `small`. "
+                                              "Second sentence.\n\nNext paragraph.")]
+    assert summary(nb) == ("07 · A bold title", "The world is small.")
+    title, desc = summary(nbformat.read(ROOT / "notebooks" / "00_quickstart.ipynb", as_version=4))
+    assert title.startswith("00 ") and "Quickstart" in title and desc and "**" not in desc
+
+
+def test_widget_views_become_static_notes_naming_their_controls(tmp_path):
+    nb = nbformat.read(write_notebook(tmp_path / "00_w.ipynb", "00 · W", "display(browser)"), as_version=4)
+    view = {"model_id": "box", "version_major": 2, "version_minor": 0}
+    state = {"state": {
+        "box": {"model_name": "VBoxModel", "state": {"children": ["IPY_MODEL_dd", "IPY_MODEL_sl"]}},
+        "dd": {"model_name": "DropdownModel", "state": {"description": "split", "index": 2,
+                                                        "_options_labels": ["train", "val", "test"]}},
+        "sl": {"model_name": "IntSliderModel", "state": {"description": "index", "value": 7, "min": 0, "max": 9}}}}
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {**state, "version_major": 2}}
+    nb.cells[-1].outputs = [nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": view, "text/plain": "VBox(...)"})]
+    out = prepare_for_html(nb)
+    assert "widgets" not in out.metadata and "widgets" in nb.metadata  # a copy
+    note = out.cells[-1].outputs[0]["data"]["text/html"]
+    assert "split = test" in note and "index = 7 (range 0–9)" in note and "make lab" in note
+
+
+# ---- build: execution, reuse, failures (tiny notebooks, no training) -------------------------------------------
+def test_build_reuses_unchanged_notebooks_and_reports_failures(tmp_path):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    good = write_notebook(nbs / "00_good.ipynb", "00 · Good", FIGURE, intro="It draws one figure. Then stops.")
+    write_notebook(nbs / "01_bad.ipynb", "01 · Bad", 'raise ValueError("deliberate failure for the test")')
+    out = tmp_path / "course"
+
+    res = build_course("smoke", out=out, notebooks_dir=nbs, progress=False)
+    assert not res.ok and [e.name for e in res.failed] == ["01_bad.ipynb"]
+    g, b = res.notebooks
+    assert g.status == "ok" and not g.reused and g.seconds > 0 and g.figures == 1
+    assert g.description == "It draws one figure."
+    assert b.status == "failed" and "deliberate failure for the test" in b.error
+    course = json.loads((out / "course.json").read_text())
+    assert course["failed"] == ["01_bad.ipynb"] and course["budget"] == "smoke"
+    assert course["execute_seconds"] == pytest.approx(sum(n["seconds"] for n in course["notebooks"]))
+    executed = nbformat.read(out / "notebooks" / "00_good.ipynb", as_version=4)
+    assert any('budget = "smoke"' in c.source for c in executed.cells)  # papermill injected the budget
+    bad_page = (out / "01_bad.html").read_text()
+    assert "This notebook failed" in bad_page and "deliberate failure for the test" in bad_page
+    assert "ValueError" in bad_page  # the traceback of the failing cell is on the page
+    index = (out / "index.html").read_text()
+    assert "01_bad.html" in index and "did not complete" in index and "deliberate failure" in index
+
+    # a second build executes only what failed; the unchanged notebook is reused as it was
+    mtime = (out / "notebooks" / "00_good.ipynb").stat().st_mtime_ns
+    res2 = build_course("smoke", out=out, notebooks_dir=nbs, progress=False)
+    g2, b2 = res2.notebooks
+    assert g2.reused and g2.status == "ok" and g2.seconds == pytest.approx(g.seconds)
+    assert (out / "notebooks" / "00_good.ipynb").stat().st_mtime_ns == mtime
+    assert not b2.reused and b2.status == "failed" and b2.seconds != b.seconds  # executed again
+
+    # a changed source, or other parameters, execute again; --skip-execute only renders
+    write_notebook(good, "00 · Good, edited", FIGURE)
+    res3 = build_course("smoke", out=out, notebooks_dir=nbs, only=["00_good"], progress=False)
+    assert not res3.notebooks[0].reused and res3.notebooks[0].title == "00 · Good, edited"
+    assert [e.name for e in res3.notebooks] == ["00_good.ipynb", "01_bad.ipynb"]  # the index keeps 01
+    assert res3.notebooks[1].reused and res3.notebooks[1].status == "failed"
+    res4 = build_course("smoke", seed=3, out=out, notebooks_dir=nbs, only=["00"], progress=False)
+    assert not res4.notebooks[0].reused and res4.notebooks[0].params == {"budget": "smoke", "seed": 3}
+    res5 = build_course("smoke", seed=4, out=out, notebooks_dir=nbs, only=["00"], skip_execute=True, progress=False)
+    assert res5.notebooks[0].reused and res5.notebooks[0].stale
+    assert res5.notebooks[0].params == {"budget": "smoke", "seed": 3}  # what the page was executed with
+    assert "earlier execution" in (out / "00_good.html").read_text()
+
+
+def test_cli_exits_nonzero_on_a_failing_notebook(tmp_path, capsys):
+    from vlmlab.cli import main
+
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    write_notebook(nbs / "00_bad.ipynb", "00 · Bad", "1 / 0")
+    with pytest.raises(SystemExit) as e:
+        main(["course", "--budget", "smoke", "--notebooks", str(nbs), "--out", str(tmp_path / "c"), "--quiet"])
+    assert e.value.code == 1
+    out, err = capsys.readouterr()
+    assert "ZeroDivisionError" in out and "00_bad" in err and "index:" in out
+    assert main(["course", "--budget", "nope", "--notebooks", str(nbs), "--out", str(tmp_path / "c")]) == 2
+    assert "budget='nope' is unknown" in capsys.readouterr().err
+
+
+# ---- the real course at the smoke budget, in headless Chromium -------------------------------------------------
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars"]
+
+
+def chromium_binary() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+def chromium(args: list[str], profile: Path) -> str:
+    binary = chromium_binary()
+    proc = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def loaded_images(page: Path, profile: Path) -> tuple[int, int]:
+    """(images, images the browser decoded) on ``page``, counted by a probe page that loads it in an iframe."""
+    probe = page.parent / f".probe-{page.stem}.html"
+    probe.write_text(f"""<!DOCTYPE html><html><body><iframe id="f" src="{page.name}" width="1200" height="900"></iframe>
+<script>
+document.getElementById("f").addEventListener("load", () => {{
+  // the frame's load event comes after every image in it loaded (or failed to)
+  const imgs = Array.from(document.getElementById("f").contentDocument.images);
+  const loaded = imgs.filter(img => img.complete && img.naturalWidth > 0 && img.naturalHeight > 0);
+  const out = document.createElement("pre");
+  out.id = "result";
+  out.textContent = "images=" + imgs.length + " loaded=" + loaded.length;
+  document.body.appendChild(out);
+}});
+</script></body></html>""")
+    try:
+        dom = chromium(["--allow-file-access-from-files", "--virtual-time-budget=10000", "--dump-dom",
+                        probe.as_uri()], profile)
+    finally:
+        probe.unlink()
+    m = re.search(r"images=(\d+) loaded=(\d+)", dom)
+    assert m, f"the probe page did not report: {dom[-1500:]}"
+    return int(m.group(1)), int(m.group(2))
+
+
+def screenshot_is_not_blank(png: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    px = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3).astype(np.int64)
+    assert len(px) >= 1000 * 1000
+    packed = px[:, 0] << 16 | px[:, 1] << 8 | px[:, 2]
+    colours, counts = np.unique(packed, return_counts=True)
+    share = (packed != colours[counts.argmax()]).mean()  # pixels that are not the page background
+    colourful = (px.max(axis=1) - px.min(axis=1) > 60).mean()  # saturated: figures, links
+    assert share > 0.05 and len(colours) > 200 and colourful > 0.002, (share, len(colours), colourful)
+
+
+@pytest.fixture(scope="module")
+def smoke_course(tmp_path_factory):
+    out = tmp_path_factory.mktemp("course")
+    res = build_course("smoke", only=["00_quickstart", "01_world"], out=out, progress=False)
+    assert res.ok, [(e.name, e.error) for e in res.failed]
+    return res
+
+
+@pytest.mark.slow
+def test_smoke_course_pages_and_index(smoke_course):
+    out = smoke_course.out
+    index = parse(out / "index.html")
+    for e in smoke_course.notebooks:
+        assert e.page in index.hrefs, f"index does not link {e.page}"
+        page = parse(out / e.page)
+        assert "index.html" in page.hrefs  # every page leads back
+        figures = [s for s in page.imgs if s.startswith("data:image/png;base64,")]
+        assert len(figures) == e.figures >= 2 and all(png_size(s)[0] >= 100 for s in figures)
+        remote = re.findall(r'<script[^>]*src="(https?:[^"]*)"', (out / e.page).read_text())
+        assert all("mathjax" in url.lower() for url in remote), remote  # works offline (but for TeX)
+    assert smoke_course.notebooks[1].page in parse(out / smoke_course.notebooks[0].page).hrefs  # next page
+    assert len([s for s in index.imgs if s.startswith("data:image/png")]) == len(smoke_course.notebooks)
+    page01 = (out / "01_world.html").read_text()
+    assert "Interactive widget" in page01 and "widget-view+json" not in page01
+    assert re.search(r"In\s\[\d+\]:", page01) and "scene_browser" in page01  # code is shown
+
+
+@pytest.mark.slow
+def test_smoke_course_in_headless_chromium(smoke_course, tmp_path):
+    if chromium_binary() is None:
+        pytest.skip("no Chromium binary (chromium, chromium-browser or google-chrome) on PATH: install Debian's "
+                    "`chromium` package (apt-get install chromium) to check the rendered course in a browser")
+    out = smoke_course.out
+    profile = tmp_path / "profile"
+    n, loaded = loaded_images(out / "index.html", profile)
+    assert n == loaded == len(smoke_course.notebooks)  # one thumbnail per notebook, each decoded
+    page = out / "01_world.html"
+    n, loaded = loaded_images(page, profile)
+    assert n == smoke_course.notebooks[1].figures and loaded == n >= 4
+    for name, target in (("index", out / "index.html"), ("page", page)):
+        png = tmp_path / f"{name}.png"
+        chromium([f"--screenshot={png}", "--window-size=1280,2400", target.as_uri()], profile)
+        screenshot_is_not_blank(png)
