@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 BUDGET ?= default
 
-.PHONY: venv run test lab pretrain bench
+.PHONY: venv run test lab course pretrain bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: venv
 ## make lab: JupyterLab on the notebooks
 lab: venv
 	$(BIN)/jupyter lab notebooks
+
+## make course: execute the numbered notebooks at BUDGET, render papermill_runs/course-$(BUDGET)/index.html
+course: venv
+	$(BIN)/vlmlab course --budget $(BUDGET)
 
 pretrain: venv
 	$(BIN)/vlmlab pretrain --budget $(BUDGET)
