@@ -51,10 +51,10 @@ def make_tiny_backbones(world, budget):
     tok = world.tokenizer
     lm = make_lm(len(tok), budget, tok.pad_token_id, tok.bos_token_id, tok.eos_token_id).eval()
     cl = new_vision_encoder(world, budget).eval()
-    mim = new_vision_encoder(world, budget).eval()
+    mim = new_vision_encoder(world, budget, budget.mim_patch).eval()
     dec = MAEDecoder(budget.vit_dim, budget.mae_dec_dim, budget.mae_dec_depth, 1, mim.grid ** 2,
-                     budget.vit_patch ** 2 * 3).eval()
-    return Backbones(tok, lm, cl, mim, dec, budget.vit_patch, budget.mim_mask_ratio)
+                     budget.mim_patch ** 2 * 3).eval()
+    return Backbones(tok, lm, cl, mim, dec, budget.mim_patch, budget.mim_mask_ratio)
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,7 @@ def _perturb_cell(pixels, cell, grid, size):
 def test_token_counts(tiny_backbones, smoke_budget, batch, shuffle):
     m = _model(tiny_backbones, smoke_budget, pixel_shuffle=shuffle)
     vit = tiny_backbones.cl
-    assert m.embed.patch == tiny_backbones.patch // 2  # 8-px module patches
+    assert m.embed.patch == tiny_backbones.cl.patch // 2  # 8-px module patches
     assert m.embed.grid == 2 * vit.grid  # an 8x8 grid in the 64-px world
     n_patch = m.embed.patches(batch["pixel_values"]).shape[1]
     assert n_patch == (vit.img_size // m.embed.patch) ** 2 == 4 * vit.grid ** 2  # 64 before the shuffle
@@ -77,7 +77,7 @@ def test_perturbing_one_cell_moves_only_its_image_token(tiny_backbones, smoke_bu
     m = _model(tiny_backbones, smoke_budget)
     pix = batch["pixel_values"]
     base, _ = m.visual_tokens(pix)
-    moved, _ = m.visual_tokens(_perturb_cell(pix, CELL, tiny_backbones.cl.grid, tiny_backbones.patch))
+    moved, _ = m.visual_tokens(_perturb_cell(pix, CELL, tiny_backbones.cl.grid, tiny_backbones.cl.patch))
     changed = (moved - base).abs().amax(dim=(0, 2)) > 1e-6  # [16]
     assert changed.nonzero().flatten().tolist() == [CELL]
 
@@ -92,7 +92,7 @@ def test_module_causal_over_patches(tiny_backbones, smoke_budget, batch, shuffle
     """Perturbing patch 5's pixels leaves every module output before its first slot unchanged (patch 0 too)."""
     m = _model(tiny_backbones, smoke_budget, pixel_shuffle=shuffle)
     b2 = dict(batch, pixel_values=_perturb_cell(batch["pixel_values"], CELL, tiny_backbones.cl.grid,
-                                                tiny_backbones.patch))
+                                                tiny_backbones.cl.patch))
     y0, y1 = _module_out(m, batch), _module_out(m, b2)
     slots = m.build_inputs(batch)["module"]["visual_mask"][0].nonzero().flatten()
     if shuffle == "pre":
@@ -129,7 +129,7 @@ def test_llm_stack_causal_and_end_to_end(tiny_backbones, smoke_budget, batch):
     assert not torch.allclose(h0[0, vpos[CELL]], h1[0, vpos[CELL]], atol=1e-4)
     # both stacks together: logits before image token 5 ignore cell 5's pixels
     b2 = dict(batch, pixel_values=_perturb_cell(batch["pixel_values"], CELL, tiny_backbones.cl.grid,
-                                                tiny_backbones.patch))
+                                                tiny_backbones.cl.patch))
     l0, l1 = m.forward(batch)["logits"][0], m.forward(b2)["logits"][0]
     assert torch.allclose(l0[: vpos[CELL]], l1[: vpos[CELL]], atol=1e-6)
     assert not torch.allclose(l0[vpos[CELL]:], l1[vpos[CELL]:], atol=1e-4)
@@ -139,7 +139,7 @@ def test_bidirectional_embed_attention_knob(tiny_backbones, smoke_budget, batch)
     """Not in the paper: within the image span, patch 0 sees patch 5; text before the image and the LLM don't."""
     m = _model(tiny_backbones, smoke_budget, embed_attention="bidirectional")
     b2 = dict(batch, pixel_values=_perturb_cell(batch["pixel_values"], CELL, tiny_backbones.cl.grid,
-                                                tiny_backbones.patch))
+                                                tiny_backbones.cl.patch))
     y0, y1 = _module_out(m, batch), _module_out(m, b2)
     slots = m.build_inputs(batch)["module"]["visual_mask"][0].nonzero().flatten()
     assert not torch.allclose(y0[slots[0]], y1[slots[0]], atol=1e-4)  # patch 0 sees patch 5

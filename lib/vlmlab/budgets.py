@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass, replace
 @dataclass(frozen=True)
 class Budget:
     name: str
-    # vision transformer (shared shape of the CL and MIM encoders)
-    vit_patch: int = 16
+    # vision transformers (the CL and MIM encoders share width and depth; MIM has a finer patch)
+    vit_patch: int = 16  # the CL encoder's patch: one token per 16-px cell of the world
+    mim_patch: int = 8  # the MIM encoder's patch: smaller than a cell, so a masked patch's object is visible nearby
     vit_dim: int = 128
     vit_depth: int = 4
     vit_heads: int = 4

@@ -207,8 +207,8 @@ class HoVLE(VLM):
     def __init__(self, backbones, knobs: HoVLEKnobs, budget):
         super().__init__(backbones, knobs, budget)
         vit = backbones.cl
-        if backbones.patch % 2:
-            raise ValueError(f"HoVLE needs an even ViT patch size (the module uses half of it); got {backbones.patch}")
+        if vit.patch % 2:
+            raise ValueError(f"HoVLE needs an even ViT patch size (the module uses half of it); got {vit.patch}")
         # teacher (training only): frozen CL ViT -> LLaVA mlp2x_gelu connector, trained in stage "teacher"
         self.teacher_vision = copy.deepcopy(vit)
         self.teacher_vision.requires_grad_(False)
@@ -220,7 +220,7 @@ class HoVLE(VLM):
                              f"'n_embed_layers'={knobs.n_embed_layers} > the LLM's {n_lm} layers; use "
                              f"n_embed_layers in 0..{n_lm} or layer_init='random'")
         self.embed = HolisticEmbedding(self.lm.config, knobs.n_embed_layers, self.lm.config.vocab_size,
-                                       vit.img_size, backbones.patch // 2, vit.mean.flatten().tolist(),
+                                       vit.img_size, vit.patch // 2, vit.mean.flatten().tolist(),
                                        vit.std.flatten().tolist())
         assert self.embed.grid == 2 * vit.grid
         with torch.no_grad():

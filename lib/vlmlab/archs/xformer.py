@@ -313,7 +313,7 @@ class XFormer(VLM):
         self.cl = frozen_copy(backbones.cl) if k.features != "mim" else None
         self.mim = frozen_copy(backbones.mim) if self.uses_mae else None
         self.decoder = frozen_copy(backbones.mim_decoder) if self.uses_mae else None
-        self.patch = backbones.patch
+        self.patch = self.mim.patch if self.mim is not None else None  # the MAE target's patch size
         c_enc = self.c_encoder
         if not -c_enc.depth <= k.feature_layer < c_enc.depth:
             raise ValueError(f"knob 'feature_layer' of arch='xformer' got {k.feature_layer}; the ViT has "

@@ -3,7 +3,11 @@
 - the language model on text only (scene text, then a question and its answer): it can answer about a scene
   it *reads*, which makes it the text-oracle ceiling;
 - the CL ViT contrastively against coarse captions (CLIP), which do not mention texture by default;
-- the MIM ViT as a masked autoencoder (MAE) on pixels, decoder kept.
+- the MIM ViT as a masked autoencoder (MAE) on pixels, decoder kept. Its patches (8 px) are finer than the world's
+  16-px cells: with one object per 16-px patch a masked patch could not be inferred from the visible ones (nothing
+  in a neighbouring cell predicts what sits in this one), and MAE learnt nothing (loss stuck at the patch-mean
+  baseline). With 8-px patches each object spans about 2x2 patches, so the visible part of an object predicts the
+  hidden part: the same reason MAE works on natural images, where objects span many patches.
 """
 from __future__ import annotations
 
@@ -59,8 +63,10 @@ def pretrain_lm(world: World, b: Budget, device, progress=True) -> tuple[LlamaFo
     return lm.eval(), losses
 
 
-def new_vision_encoder(world: World, b: Budget) -> VisionEncoder:
-    return VisionEncoder(make_vit(world.config.image_size, b.vit_patch, b.vit_dim, b.vit_depth, b.vit_heads))
+def new_vision_encoder(world: World, b: Budget, patch: int | None = None) -> VisionEncoder:
+    """A ViT of the budget's shape; ``patch`` defaults to the CL encoder's (``b.vit_patch``)."""
+    return VisionEncoder(make_vit(world.config.image_size, patch or b.vit_patch, b.vit_dim, b.vit_depth,
+                                  b.vit_heads))
 
 
 def pretrain_cl(world: World, b: Budget, device, progress=True) -> tuple[VisionEncoder, list[float]]:
@@ -88,17 +94,17 @@ def pretrain_cl(world: World, b: Budget, device, progress=True) -> tuple[VisionE
 def pretrain_mim(world: World, b: Budget, device, progress=True) -> tuple[VisionEncoder, MAEDecoder, list[float]]:
     """MAE: reconstruct per-patch-normalised pixels of masked patches from the visible ones."""
     torch.manual_seed(PRETRAIN_SEED + 2)
-    enc = new_vision_encoder(world, b).to(device)
-    n_patches = enc.grid ** 2
+    enc = new_vision_encoder(world, b, b.mim_patch).to(device)
+    n_patches = enc.grid ** 2  # 64 with 8-px patches on 64-px images: an object covers about 2x2 of them
     dec = MAEDecoder(b.vit_dim, b.mae_dec_dim, b.mae_dec_depth, max(1, b.mae_dec_dim // 32), n_patches,
-                     b.vit_patch ** 2 * 3).to(device)
+                     b.mim_patch ** 2 * 3).to(device)
     gen = torch.Generator(device=device).manual_seed(PRETRAIN_SEED)
 
     def loss(step):
         pixels = world.images(world.samples("train", step * b.mim_batch, b.mim_batch)).to(device)
         tokens, ids_restore, mask = enc.encode_masked(pixels, b.mim_mask_ratio, generator=gen)
         pred = dec(tokens, ids_restore)
-        return masked_mse(pred, mae_target(enc.prepare(pixels), b.vit_patch), mask)
+        return masked_mse(pred, mae_target(enc.prepare(pixels), b.mim_patch), mask)
 
     params = list(enc.parameters()) + list(dec.parameters())
     losses = optimize(params, loss, b.mim_steps, b.mim_lr, desc="pretrain MIM ViT (MAE)", device=device,

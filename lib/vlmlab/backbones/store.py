@@ -32,7 +32,7 @@ class Backbones:
     cl: VisionEncoder
     mim: VisionEncoder | None
     mim_decoder: MAEDecoder | None
-    patch: int
+    patch: int  # the MIM encoder's patch size: that of the MAE decoder's pixel targets
     mae_mask_ratio: float = 0.75
     paths: dict = field(default_factory=dict)
     pretrain_losses: dict = field(default_factory=dict)
@@ -114,12 +114,12 @@ def load_backbones(world_config: WorldConfig | None = None, budget: Budget | Non
     lm = LlamaForCausalLM.from_pretrained(paths["lm"] / "lm").to(device).eval()
     cl = new_vision_encoder(world, b)
     cl.load_state_dict(load_file(paths["cl"] / "vit.safetensors"))
-    mim = new_vision_encoder(world, b)
+    mim = new_vision_encoder(world, b, b.mim_patch)
     mim.load_state_dict(load_file(paths["mim"] / "vit.safetensors"))
     dec = MAEDecoder(b.vit_dim, b.mae_dec_dim, b.mae_dec_depth, max(1, b.mae_dec_dim // 32), mim.grid ** 2,
-                     b.vit_patch ** 2 * 3)
+                     b.mim_patch ** 2 * 3)
     dec.load_state_dict(load_file(paths["mim"] / "decoder.safetensors"))
-    bb = Backbones(world.tokenizer, lm, cl.eval(), mim.eval(), dec.eval(), b.vit_patch, b.mim_mask_ratio,
+    bb = Backbones(world.tokenizer, lm, cl.eval(), mim.eval(), dec.eval(), b.mim_patch, b.mim_mask_ratio,
                    {k: str(v) for k, v in paths.items()}, losses)
     return bb.to(device)
 

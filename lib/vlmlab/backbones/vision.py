@@ -43,6 +43,10 @@ class VisionEncoder(nn.Module):
         return self.vit.patch_embed.img_size[0]
 
     @property
+    def patch(self) -> int:
+        return self.vit.patch_embed.patch_size[0]
+
+    @property
     def grid(self) -> int:
         return self.vit.patch_embed.grid_size[0]
 
