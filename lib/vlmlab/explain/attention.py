@@ -305,9 +305,12 @@ def draw_mask(allowed: torch.Tensor, visual_mask: torch.Tensor, ax=None, title: 
     if values is None:
         ax.imshow(allowed.float().numpy(), cmap=cmap, vmin=0, vmax=1.3, interpolation="nearest")
     else:
-        v = values.float().numpy()
-        ax.imshow(np.where(allowed.numpy(), v, np.nan), cmap="magma_r", vmin=0, vmax=max(float(np.nanmax(v)), 1e-8),
-                  interpolation="nearest")
+        v = np.where(allowed.numpy(), values.float().numpy(), np.nan)
+        # the first rows (a query with one or two keys) put all their weight there: clip the scale at the 98th
+        # percentile so the rest of the matrix stays readable
+        vmax = max(float(np.nanquantile(v, 0.98)), 1e-8)
+        im = ax.imshow(v, cmap="magma_r", vmin=0, vmax=vmax, interpolation="nearest")
+        plt.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label="attention weight (clipped at 98th pct.)")
     for s, e in image_spans(visual_mask):
         ax.add_patch(Rectangle((s - 0.5, s - 0.5), e - s, e - s, fill=False, ec="red", lw=1.6))
     if names is not None and L <= 80:
