@@ -88,6 +88,11 @@ def test_summary_reads_title_and_first_sentence():
                 nbformat.v4.new_markdown_cell("# 07 · A **bold** title\n\nThe [world](01_world.ipynb) is `small`. "
                                               "Second sentence.\n\nNext paragraph.")]
     assert summary(nb) == ("07 · A bold title", "The world is small.")
+    nb.cells[1].source = ("# 10 · Paper\n\n**The paper.** Lee et al. (arXiv 1234) connect `<img>` tokens. More.\n\n"
+                          "Then: this. This notebook walks through it (on real tensors) step by step. Last.")
+    assert summary(nb) == ("10 · Paper", "This notebook walks through it step by step.")
+    nb.cells[1].source = "# 10 · Paper\n\n**The paper.** Lee et al. (arXiv 1234) connect `<img>` tokens. More."
+    assert summary(nb)[1] == "Lee et al. connect <img> tokens."
     title, desc = summary(nbformat.read(ROOT / "notebooks" / "00_quickstart.ipynb", as_version=4))
     assert title.startswith("00 ") and "Quickstart" in title and desc and "**" not in desc
 

@@ -81,8 +81,8 @@ _MD_INLINE = [
     (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),      # links -> their text
     (re.compile(r"(\*\*|__)(.+?)\1"), r"\2"),           # bold
     (re.compile(r"(?<![\w*])[*_](?!\s)(.+?)(?<!\s)[*_](?![\w*])"), r"\1"),  # italics
+    (re.compile(r"(?<!`)<[^>`]+>(?!`)"), ""),            # html tags (not `<img>` in inline code)
     (re.compile(r"`([^`]*)`"), r"\1"),                   # inline code
-    (re.compile(r"<[^>]+>"), ""),                        # html tags
 ]
 
 
@@ -94,8 +94,9 @@ def plain_text(markdown: str) -> str:
 
 
 def summary(nb) -> tuple[str | None, str]:
-    """(title, description) of a notebook: the first markdown heading and the first sentence of the paragraph
-    after it (shortened to about 200 characters)."""
+    """(title, description) of a notebook from its first markdown cell: the first heading, and the sentence that
+    says what the notebook does ("This notebook ...") or else the first sentence after the heading, with leading
+    bold labels ("**The paper.**") and parentheses (citations, asides) removed, shortened to ~220 characters."""
     for cell in nb.cells:
         if cell.cell_type != "markdown":
             continue
@@ -105,22 +106,50 @@ def summary(nb) -> tuple[str | None, str]:
             if not m:
                 continue
             title = plain_text(m.group(1))
-            para = []
-            for rest in lines[i + 1:]:
-                if rest.strip().startswith("#") or (not rest.strip() and para):
+            paragraphs, para = [], []
+            for rest in lines[i + 1:] + [""]:
+                if rest.strip().startswith("#"):
                     break
                 if rest.strip():
                     para.append(rest.strip())
-            return title, _first_sentence(plain_text(" ".join(para)))
+                elif para:
+                    paragraphs.append(_clean_paragraph(" ".join(para)))
+                    para = []
+            sentences = [s for p in paragraphs for s in _sentences(p)]
+            this = [s for s in sentences if s.startswith("This notebook")]
+            first = this[0] if this else (sentences[0] if sentences else "")
+            return title, _shorten(first)
     return None, ""
 
 
-def _first_sentence(text: str, limit: int = 200) -> str:
-    m = re.search(r"(?<=[.!?:])\s", text)
-    first = text[:m.start()] if m else text
-    if len(first) > limit:
-        first = first[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " …"
-    return first.rstrip(":")
+def _clean_paragraph(markdown: str) -> str:
+    text = re.sub(r"^\s*(?:[-*+]|\d+\.)\s+", "", markdown)  # a list item's marker
+    text = re.sub(r"^(\*\*|__)[^*_]{1,40}?[.:]\1\s*", "", text)  # a leading bold label: **The paper.**
+    text = plain_text(text)
+    for _ in range(2):  # parentheses, nested once
+        text = re.sub(r"\s*\([^()]*\)", "", text)
+    return " ".join(text.split())
+
+
+_ABBREV = re.compile(r"(?:\bal|\be\.g|\bi\.e|\bcf|\bvs|\bEq|\bFig|\betc)\.$")
+
+
+def _sentences(text: str) -> list[str]:
+    out, start = [], 0
+    for m in re.finditer(r"[.!?](?=\s+[A-Z0-9*\"'])", text):
+        if _ABBREV.search(text[:m.end()]):
+            continue
+        out.append(text[start:m.end()].strip())
+        start = m.end()
+    if text[start:].strip():
+        out.append(text[start:].strip())
+    return out
+
+
+def _shorten(text: str, limit: int = 220) -> str:
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " …"
+    return text.rstrip(":").rstrip()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -211,6 +240,7 @@ main { max-width: var(--course-width); margin: 0 auto; padding: 0 24px 48px; bac
 .course-banner.failed { background: #fff5f5; border: 1px solid #feb2b2; color: #742a2a; }
 .course-banner.info { background: #ebf8ff; border: 1px solid #bee3f8; color: #2a4365; }
 .course-banner code { font-size: 13px; }
+.course-banner a { color: inherit; text-decoration: underline; }
 .course-widget { font: 14px/1.5 system-ui, sans-serif; background: #f7fafc; border: 1px dashed #a0aec0;
                  border-radius: 6px; padding: 8px 12px; color: #2d3748; }
 .course-widget .controls { font-family: var(--jp-code-font-family, monospace); font-size: 13px; }
@@ -228,6 +258,7 @@ h1 { font-size: 2em; margin: 0 0 4px; }
 .facts b { font-weight: 600; }
 .note { font-size: 14px; color: #744210; background: #fffff0; border: 1px solid #faf089; border-radius: 6px;
         padding: 8px 14px; margin-top: 12px; }
+.failed-box a { color: #9b2c2c; }
 .failed-box { font-size: 14px; color: #742a2a; background: #fff5f5; border: 1px solid #feb2b2;
               border-radius: 6px; padding: 8px 14px; margin-top: 12px; }
 ol.notebooks { list-style: none; padding: 0; margin: 24px 0 0; }
@@ -235,7 +266,7 @@ ol.notebooks li { display: grid; grid-template-columns: 240px 1fr 110px; gap: 18
                   padding: 14px 0; border-top: 1px solid #e2e8f0; }
 ol.notebooks li:last-child { border-bottom: 1px solid #e2e8f0; }
 .thumb { width: 240px; height: 150px; display: flex; align-items: center; justify-content: center;
-         background: #f7fafc; border: 1px solid #e2e8f0; border-radius: 4px; overflow: hidden; }
+         background: white; border: 1px solid #e2e8f0; border-radius: 4px; overflow: hidden; }
 .thumb img { max-width: 100%; max-height: 100%; }
 .thumb .none { color: #a0aec0; font-size: 13px; }
 .title { font-size: 18px; font-weight: 600; }
@@ -248,7 +279,6 @@ ol.notebooks li:last-child { border-bottom: 1px solid #e2e8f0; }
 .status { display: inline-block; font-size: 12px; padding: 1px 8px; border-radius: 10px; margin-top: 4px; }
 .status.ok { background: #c6f6d5; color: #22543d; }
 .status.failed, .status.missing { background: #fed7d7; color: #742a2a; }
-.status.reused { background: #e2e8f0; color: #2d3748; }
 footer { margin-top: 28px; font-size: 14px; color: #4a5568; }
 code { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.9em; background: #edf2f7;
        padding: 1px 4px; border-radius: 3px; }
@@ -336,6 +366,18 @@ def prepare_for_html(nb):
 
     nb = copy.deepcopy(nb)
     state = nb.metadata.pop("widgets", {}).get(WIDGET_STATE, {})
+    # papermill marks a failure with two markdown cells of inline HTML that markdown renders badly: the page's
+    # banner says it at the top; a plain marker stays right above the failing cell
+    cells = []
+    for cell in nb.cells:
+        if "papermill-error-cell-tag" in cell.metadata.get("tags", []):
+            if "papermill-error-cell" in cell.source and "stopped" in cell.source:
+                cells.append(nbformat.v4.new_markdown_cell(
+                    "<div class='course-banner failed' id='papermill-error-cell'>Execution stopped with an "
+                    "exception in the next cell; the cells after it did not run.</div>"))
+            continue
+        cells.append(cell)
+    nb.cells = cells
     n_fig = 0
     for cell in nb.cells:
         if cell.cell_type != "code":
@@ -392,7 +434,10 @@ def thumbnail(png_b64: str, width: int = 480, height: int = 300) -> str:
 def _nav(entries: list[NotebookResult], k: int, budget: str, bottom: bool = False) -> str:
     def link(j, text, cls):
         if 0 <= j < len(entries) and entries[j].page:
-            return f"<span class='{cls}'><a href='{html.escape(entries[j].page)}'>{text(entries[j].title)}</a></span>"
+            e = entries[j]
+            short = e.title.split(":")[0]  # "01 · The built-in world: scenes, ..." -> "01 · The built-in world"
+            return (f"<span class='{cls}'><a href='{html.escape(e.page)}' title='{html.escape(e.title)}'>"
+                    f"{text(short)}</a></span>")
         return f"<span class='{cls}'></span>"
 
     e = entries[k]
@@ -407,8 +452,8 @@ def _banner(e: NotebookResult, budget: str) -> str:
     parts = []
     if e.status == "failed":
         parts.append(f"<div class='course-banner failed'><b>This notebook failed at budget {html.escape(budget)}."
-                     f"</b> {html.escape(e.error or '')}<br>The page shows it up to the failing cell; the cells "
-                     "after it did not run.</div>")
+                     f"</b> {html.escape(e.error or '')}<br>The page shows it up to the "
+                     "<a href='#papermill-error-cell'>failing cell</a>; the cells after it did not run.</div>")
     if e.stale:
         parts.append("<div class='course-banner info'>This page comes from an earlier execution: the notebook's "
                      "source or the course's parameters changed since. Build the course again to refresh it.</div>")
@@ -454,9 +499,6 @@ def render_index(out: Path, entries: list[NotebookResult], info: dict, thumbs: d
             title = f"<a href='{html.escape(e.page)}'>{title}</a>"
         status = {"ok": "ok", "failed": "failed", "missing": "not executed"}[e.status]
         badges = f"<span class='status {e.status}'>{status}</span>"
-        if e.reused and e.status == "ok":
-            badges += " <span class='status reused' title='source and parameters unchanged: not re-executed'>" \
-                      "reused</span>"
         err = f"<div class='err'>{html.escape(e.error)}</div>" if e.error else ""
         rows.append(f"<li><div class='thumb'>{img}</div><div><div class='title'>{title}</div>"
                     f"<div class='desc'>{html.escape(e.description)}</div>{err}</div>"
@@ -473,7 +515,9 @@ def render_index(out: Path, entries: list[NotebookResult], info: dict, thumbs: d
                   "the pages show how everything works, not meaningful accuracies.</div>")
     if failed:
         notes += ("<div class='failed-box'><b>" + str(len(failed)) + " notebook(s) did not complete:</b> "
-                  + ", ".join(html.escape(e.stem) for e in failed) + ". Their pages show the error.</div>")
+                  + ", ".join(f"<a href='{html.escape(e.page)}'>{html.escape(e.stem)}</a>" if e.page
+                              else html.escape(e.stem) for e in failed)
+                  + ". Their pages show the error.</div>")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>vlmlab course ({html.escape(budget)} budget)</title><style>{INDEX_CSS}</style></head>

@@ -109,8 +109,9 @@ def scene_grid(samples: list[Sample], ncols: int = 4, text: str = "qa", highligh
     return fig
 
 
-def scene_browser(world, split: str = "train", index: int = 0, max_index: int = 999):
-    """Browse samples: split and index -> :func:`scene_card` (image, caption, scene text, question, answer)."""
+def sample_picker(world, draw_sample, split: str = "train", index: int = 0, max_index: int = 999):
+    """A split dropdown and an index slider above an output area: ``draw_sample(sample)`` returns the figure of
+    the chosen sample, redrawn on every change. The shared control panel of the browsers below."""
     import ipywidgets as W
     from IPython.display import display
 
@@ -121,7 +122,7 @@ def scene_browser(world, split: str = "train", index: int = 0, max_index: int = 
     def draw(*_):
         with out:
             out.clear_output(wait=True)
-            fig = scene_card(world.sample(split_w.value, index_w.value))
+            fig = draw_sample(world.sample(split_w.value, index_w.value))
             display(fig)
             plt.close(fig)
 
@@ -129,6 +130,11 @@ def scene_browser(world, split: str = "train", index: int = 0, max_index: int = 
     index_w.observe(draw, "value")
     draw()
     return W.VBox([W.HBox([split_w, index_w]), out])
+
+
+def scene_browser(world, split: str = "train", index: int = 0, max_index: int = 999):
+    """Browse samples: split and index -> :func:`scene_card` (image, caption, scene text, question, answer)."""
+    return sample_picker(world, scene_card, split, index, max_index)
 
 
 # ---- linear probes (notebook 02) ----------------------------------------------------------------------------
@@ -176,28 +182,11 @@ def probe_card(sample: Sample, predictions, encoders=None):
 def probe_browser(world, encoders: dict, probes: dict, block: int, split: str = "test", index: int = 0,
                   max_index: int = 999):
     """Browse scenes and what the probes at ``block`` read from each object's patch token (:func:`probe_card`)."""
-    import ipywidgets as W
-    from IPython.display import display
-
     from .probes import probe_predictions
 
-    split_w = W.Dropdown(options=list(SPLITS), value=split, description="split")
-    index_w = W.IntSlider(value=index, min=0, max=max_index, description="index", continuous_update=False)
-    out = W.Output()
-
-    def draw(*_):
-        with out:
-            out.clear_output(wait=True)
-            s = world.sample(split_w.value, index_w.value)
-            fig = probe_card(s, probe_predictions(encoders, probes, [s], block))
-            display(fig)
-            plt.close(fig)
-
-    split_w.observe(draw, "value")
-    index_w.observe(draw, "value")
-    draw()
-    return W.VBox([W.HBox([split_w, index_w]), out])
+    return sample_picker(world, lambda s: probe_card(s, probe_predictions(encoders, probes, [s], block)),
+                         split, index, max_index)
 
 
 __all__ = ["scene_browser", "scene_card", "scene_grid", "draw_scene", "held_out_cells", "probe_browser",
-           "probe_card"]
+           "probe_card", "sample_picker"]
