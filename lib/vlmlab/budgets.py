@@ -20,6 +20,9 @@ class Budget:
     vit_heads: int = 4
     mae_dec_dim: int = 64
     mae_dec_depth: int = 2
+    # MAE target: pixels normalised per patch (MAE's norm_pix_loss) or plain. Plain here: per-patch normalisation
+    # turns the empty, noisy background patches (most of them) into unit-variance noise no model can predict.
+    mae_norm_pix: bool = False
     clip_text_dim: int = 64
     clip_embed_dim: int = 64
     # language model (Llama-style, via transformers)

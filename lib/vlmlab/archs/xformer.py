@@ -314,6 +314,7 @@ class XFormer(VLM):
         self.mim = frozen_copy(backbones.mim) if self.uses_mae else None
         self.decoder = frozen_copy(backbones.mim_decoder) if self.uses_mae else None
         self.patch = self.mim.patch if self.mim is not None else None  # the MAE target's patch size
+        self.norm_pix = getattr(backbones, "mae_norm_pix", False)  # the MAE decoder's target (per-patch normalised?)
         c_enc = self.c_encoder
         if not -c_enc.depth <= k.feature_layer < c_enc.depth:
             raise ValueError(f"knob 'feature_layer' of arch='xformer' got {k.feature_layer}; the ViT has "
@@ -382,8 +383,9 @@ class XFormer(VLM):
 
     # ---- reconstruction --------------------------------------------------------------------------------------
     def rec_target(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Per-patch normalised pixels of the image as the MAE encoder sees it: [B, N, p*p*3]."""
-        return mae_target(self.mim.prepare(pixel_values), self.patch)
+        """The MAE decoder's target for the image as the MAE encoder sees it (per-patch normalised pixels when the
+        MAE was pretrained so): [B, N, p*p*3]."""
+        return mae_target(self.mim.prepare(pixel_values), self.patch, self.norm_pix)
 
     def rec_loss(self, m_fused: torch.Tensor, ids_restore: torch.Tensor, mask: torch.Tensor,
                  target_pixels: torch.Tensor) -> torch.Tensor:
@@ -510,8 +512,8 @@ class XFormer(VLM):
         """(masked input, reconstruction, target) as images [B, 3, H, W] in [0, 1] at the ViT's resolution.
 
         The MAE input is masked at ``mae_mask_ratio`` (fixed seed); the reconstruction is decoder(M') (decoder(M)
-        without dual cross-attention), un-normalised per patch with the target patch's mean and std, with the
-        visible patches pasted from the input (as MAE's figures show them)."""
+        without dual cross-attention) (un-normalised per patch with the target patch's mean and std when the MAE
+        predicts normalised pixels), with the visible patches pasted from the input (as MAE's figures show them)."""
         if not self.uses_mae:
             raise ValueError("reconstruct() needs an MAE stream: knob features='both' or 'mim' (got 'cl')")
         dev = self.device
@@ -521,11 +523,14 @@ class XFormer(VLM):
         if self.fusion is not None:
             z_q, _ = self.qformer(self.qformer.encode_features(self.clip_tokens(pixels), s_m))
             _, s_m = self.fusion(z_q, s_m)
-        pred = self.decoder(s_m, ids_restore)  # [B, N, p*p*3], per-patch normalised
+        pred = self.decoder(s_m, ids_restore)  # [B, N, p*p*3] in the target's space
         enc = self.mim
         raw = patchify(enc.prepare(pixels), self.patch)  # [B, N, p*p*3], ViT-normalised pixels
-        mean, var = raw.mean(-1, keepdim=True), raw.var(-1, keepdim=True)
-        pred_raw = pred * (var + 1e-6).sqrt() + mean
+        if self.norm_pix:
+            mean, var = raw.mean(-1, keepdim=True), raw.var(-1, keepdim=True)
+            pred_raw = pred * (var + 1e-6).sqrt() + mean
+        else:
+            pred_raw = pred
         m = mask[..., None]  # [B, N, 1], 1 = masked
         to_img = lambda x: (unpatchify(x, self.patch) * enc.std + enc.mean).clamp(0, 1)  # noqa: E731
         image = to_img(raw)  # [B, 3, H, W]

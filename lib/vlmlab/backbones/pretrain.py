@@ -104,7 +104,7 @@ def pretrain_mim(world: World, b: Budget, device, progress=True) -> tuple[Vision
         pixels = world.images(world.samples("train", step * b.mim_batch, b.mim_batch)).to(device)
         tokens, ids_restore, mask = enc.encode_masked(pixels, b.mim_mask_ratio, generator=gen)
         pred = dec(tokens, ids_restore)
-        return masked_mse(pred, mae_target(enc.prepare(pixels), b.mim_patch), mask)
+        return masked_mse(pred, mae_target(enc.prepare(pixels), b.mim_patch, b.mae_norm_pix), mask)
 
     params = list(enc.parameters()) + list(dec.parameters())
     losses = optimize(params, loss, b.mim_steps, b.mim_lr, desc="pretrain MIM ViT (MAE)", device=device,

@@ -395,7 +395,7 @@ def load_mae_decoder(path, mim: VisionEncoder, spec: str | None = None) -> MAEDe
 # ---- the entry point ---------------------------------------------------------------------------------------
 def load_real_backbones(lm: str, cl: str, mim: str | None = None, mae_decoder: str | None = None, device="cpu",
                         mae_mask_ratio: float = 0.75, *, cl_args: dict | None = None, mim_args: dict | None = None,
-                        dtype=torch.float32) -> RealBackbones:
+                        dtype=torch.float32, mae_norm_pix: bool = False) -> RealBackbones:
     """Backbones from real checkpoints (see the module docstring for the accepted forms of each argument).
 
     ``lm``: a ``save_pretrained`` directory or a transformers model id (no remote code); the tokenizer gains
@@ -403,7 +403,9 @@ def load_real_backbones(lm: str, cl: str, mim: str | None = None, mae_decoder: s
     hub-layout directory, or ``"<timm name>@<local checkpoint>"``; ``cl_args``/``mim_args`` go to
     ``timm.create_model``. ``mae_decoder``: a local MAE decoder checkpoint; without it ``mim_decoder`` is None
     and X-Former's reconstruction objective cannot run. ``mim=None`` leaves ``Backbones.mim`` None.
-    ``patch`` is the MIM ViT's patch size (the MAE target's), else the CL ViT's.
+    ``patch`` is the MIM ViT's patch size (the MAE target's), else the CL ViT's. ``mae_norm_pix``: whether the
+    decoder was trained on per-patch normalised pixels (MAE's ``norm_pix_loss``; the official ``mae_visualize_*``
+    checkpoints were not).
 
     Use the returned tokenizer for the world's text: ``world.tokenizer = backbones.tokenizer``.
     """
@@ -428,7 +430,7 @@ def load_real_backbones(lm: str, cl: str, mim: str | None = None, mae_decoder: s
         paths["mae_decoder"] = str(mae_decoder)
     patch = (enc_mim if enc_mim is not None else enc_cl).vit.patch_embed.patch_size[0]
     bb = RealBackbones(tok, model, enc_cl.to(dtype), enc_mim.to(dtype) if enc_mim is not None else None,
-                       dec.to(dtype) if dec is not None else None, patch, mae_mask_ratio, paths, {})
+                       dec.to(dtype) if dec is not None else None, patch, mae_mask_ratio, paths, {}, mae_norm_pix)
     return bb.to(torch.device(device))
 
 

@@ -36,6 +36,7 @@ class Backbones:
     mae_mask_ratio: float = 0.75
     paths: dict = field(default_factory=dict)
     pretrain_losses: dict = field(default_factory=dict)
+    mae_norm_pix: bool = False  # the MAE decoder predicts per-patch normalised pixels (official MAE) or plain ones
 
     def to(self, device):
         for m in (self.lm, self.cl, self.mim, self.mim_decoder):
@@ -120,7 +121,7 @@ def load_backbones(world_config: WorldConfig | None = None, budget: Budget | Non
                      b.mim_patch ** 2 * 3)
     dec.load_state_dict(load_file(paths["mim"] / "decoder.safetensors"))
     bb = Backbones(world.tokenizer, lm, cl.eval(), mim.eval(), dec.eval(), b.mim_patch, b.mim_mask_ratio,
-                   {k: str(v) for k, v in paths.items()}, losses)
+                   {k: str(v) for k, v in paths.items()}, losses, b.mae_norm_pix)
     return bb.to(device)
 
 

@@ -150,9 +150,11 @@ def patchify(pixels: torch.Tensor, patch: int) -> torch.Tensor:
     return x.reshape(B, g * g, patch * patch * C)
 
 
-def mae_target(pixels: torch.Tensor, patch: int) -> torch.Tensor:
-    """Per-patch normalised pixels (MAE's norm_pix_loss target): [B, N, p*p*3]."""
+def mae_target(pixels: torch.Tensor, patch: int, norm_pix: bool = True) -> torch.Tensor:
+    """MAE's pixel target [B, N, p*p*3]: per-patch normalised (its norm_pix_loss) or the pixels as given."""
     t = patchify(pixels, patch)
+    if not norm_pix:
+        return t
     mean, var = t.mean(dim=-1, keepdim=True), t.var(dim=-1, keepdim=True)
     return (t - mean) / (var + 1e-6).sqrt()
 
