@@ -263,10 +263,10 @@ def test_smoke_course_pages_and_index(smoke_course):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(chromium_binary() is None,
+                    reason="no Chromium binary (chromium, chromium-browser or google-chrome) on PATH: install "
+                           "Debian's `chromium` package (apt-get install chromium) to check the course in a browser")
 def test_smoke_course_in_headless_chromium(smoke_course, tmp_path):
-    if chromium_binary() is None:
-        pytest.skip("no Chromium binary (chromium, chromium-browser or google-chrome) on PATH: install Debian's "
-                    "`chromium` package (apt-get install chromium) to check the rendered course in a browser")
     out = smoke_course.out
     profile = tmp_path / "profile"
     n, loaded = loaded_images(out / "index.html", profile)
