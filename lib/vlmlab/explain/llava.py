@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.patches import Rectangle
 
-from ..widgets import draw_scene
+from ..widgets import draw_scene, interactive_view
 from ..world import CATEGORIES
 
 ATTRIBUTES = ("color", "shape", "size", "texture")
@@ -278,6 +278,7 @@ def naming_plot(summary: pd.DataFrame, title: str = "does a token's top word nam
     return ax
 
 
+@interactive_view
 def browser(figure_fn, n: int, description: str = "scene", value: int = 0):
     """A slider over ``n`` items; each move draws ``figure_fn(i)`` (a matplotlib figure) below it. The notebooks
     pair it with a static figure of several items."""
@@ -336,7 +337,7 @@ def attention_statement(objects: pd.DataFrame, per_layer: torch.Tensor | None = 
         lines.append(f"- Of that image attention, {objects['on objects (% of image attention)'].mean():.1f}% lands on "
                      f"tokens covering an object, which make up {objects['object tokens (% of tokens)'].mean():.1f}% "
                      f"of the tokens: the answer looks at the objects **{verdict}** a uniform look would "
-                     f"({mean:+.1f} ± {half:.1f} points, 95% interval over questions).")
+                     f"({mean:+.2f} ± {half:.2f} points, 95% interval over questions).")
     return "\n".join(lines)
 
 

@@ -28,7 +28,7 @@ import torch
 from matplotlib.patches import Rectangle
 
 from ..archs.ovis import N_IND
-from ..widgets import draw_scene
+from ..widgets import draw_scene, interactive_view
 from .llava import token_grid, token_objects
 
 
@@ -189,6 +189,7 @@ def patch_grid(sample, p_full: torch.Tensor, patches, T: int, token_px: float, m
     return fig
 
 
+@interactive_view
 def patch_browser(model, samples, pixel_values: torch.Tensor, mass: float = 0.9):
     """Pick a scene and a patch: :func:`patch_card` for it (distributions computed once for all scenes)."""
     import ipywidgets as W
