@@ -9,6 +9,9 @@ import pytest
 import torch
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+# unattended: interactive views return a note instead of a widget (vlmlab.widgets.batch_mode); the notebooks the
+# tests execute inherit it. Tests of the widgets themselves unset it.
+os.environ["VLMLAB_BATCH"] = "1"
 
 
 @pytest.fixture(scope="session", autouse=True)

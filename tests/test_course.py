@@ -258,7 +258,7 @@ def test_smoke_course_pages_and_index(smoke_course):
     assert smoke_course.notebooks[1].page in parse(out / smoke_course.notebooks[0].page).hrefs  # next page
     assert len([s for s in index.imgs if s.startswith("data:image/png")]) == len(smoke_course.notebooks)
     page01 = (out / "01_world.html").read_text()
-    assert "Interactive widget" in page01 and "widget-view+json" not in page01
+    assert "Interactive view" in page01 and "widget-view+json" not in page01  # batch runs leave a note, no widget
     assert re.search(r"In\s\[\d+\]:", page01) and "scene_browser" in page01  # code is shown
 
 

@@ -98,3 +98,19 @@ def test_fit_probes_tidy_table_and_static_views(world, tiny_backbones):
     assert scene_browser(world).children  # the widget builds without a front end
     with pytest.raises(ValueError, match="attributes"):
         fit_probes(enc, world, [-1], train_scenes=4, test_scenes=2, attributes=("position",))
+
+
+def test_interactive_views_are_widgets_live_and_a_note_in_batch_runs(world, monkeypatch):
+    import ipywidgets as W
+    from IPython.display import Markdown
+
+    from vlmlab.widgets import scene_browser
+
+    monkeypatch.delenv("VLMLAB_BATCH", raising=False)
+    live = scene_browser(world, max_index=5)
+    assert isinstance(live, W.VBox)
+    slider = live.children[0].children[1]
+    assert slider.max == 5
+    monkeypatch.setenv("VLMLAB_BATCH", "1")
+    note = scene_browser(world)
+    assert isinstance(note, Markdown) and "static figure" in note.data

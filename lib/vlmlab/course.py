@@ -27,6 +27,7 @@ import hashlib
 import html
 import io
 import json
+import os
 import re
 import sys
 import time
@@ -198,6 +199,8 @@ def execute(src: Path, executed: Path, params: dict, *, progress: bool = False) 
     executed.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     error = None
+    old = os.environ.get("VLMLAB_BATCH")
+    os.environ["VLMLAB_BATCH"] = "1"  # the kernel inherits it: no interactive widgets (vlmlab.widgets.batch_mode)
     try:
         pm.execute_notebook(str(src), str(executed), parameters=params, kernel_name="python3",
                             cwd=str(executed.parent), progress_bar=progress, log_output=False)
@@ -207,6 +210,11 @@ def execute(src: Path, executed: Path, params: dict, *, progress: bool = False) 
         raise
     except Exception as e:  # a dead kernel, a timeout, an unreadable notebook: the course goes on
         error = f"{type(e).__name__}: {e}"
+    finally:
+        if old is None:
+            os.environ.pop("VLMLAB_BATCH", None)
+        else:
+            os.environ["VLMLAB_BATCH"] = old
     return error, time.perf_counter() - t0
 
 

@@ -37,6 +37,7 @@ from .jsonio import params_hash, write_json_atomic
 from .results import ROWS, tidy
 from .sweep import DEFAULT_OUT, REPO, RunOutcome, SweepResult, SweepSpec, read_record, run_sweep
 from .world import CATEGORIES
+from .widgets import interactive_view
 
 RUN_NOTEBOOK = REPO / "notebooks" / "run.ipynb"
 EXECUTORS = ("papermill", "inprocess")
@@ -706,6 +707,7 @@ def diagnostic_plot(frame: pd.DataFrame, x: str, keys, hue: str | None = None, *
     return fig
 
 
+@interactive_view
 def explorer(frame: pd.DataFrame, x: str, hue: str | None = None, **kw):
     """An ipywidgets view: pick the split and the category, see that panel of :func:`ablation_plot` (the
     static fallback is the full :func:`ablation_plot` figure the notebooks draw for each split)."""

@@ -154,7 +154,7 @@ def run_one(notebook: str, run_dir: str, params: dict, threads: int | None = Non
         if read_record(run_dir) is not None:  # completed by another sweep meanwhile
             return {"status": "skipped", "error": None, "seconds": 0.0}
         _clean_for_retry(run_dir)
-        env = dict(os.environ)
+        env = {**os.environ, "VLMLAB_BATCH": "1"}  # unattended: no interactive widgets (vlmlab.widgets.batch_mode)
         if threads:
             env.update({v: str(threads) for v in THREAD_VARS})
         cmd = [sys.executable, "-c", "from vlmlab.sweep import _child_main; _child_main()", str(notebook),

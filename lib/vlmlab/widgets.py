@@ -14,6 +14,8 @@ view (widget)          static fallback                   shows
 """
 from __future__ import annotations
 
+import functools
+import os
 import textwrap
 
 import matplotlib.pyplot as plt
@@ -22,6 +24,29 @@ from matplotlib.patches import Rectangle
 from .world import SPLITS, Sample
 
 RIGHT, WRONG = "#d9f2d9", "#f7d4d4"  # table cell colours of correct / wrong probe readings
+BATCH_ENV = "VLMLAB_BATCH"  # set to 1 by unattended executions: the course, sweeps, the tests
+
+
+def batch_mode() -> bool:
+    """True in an unattended execution (``VLMLAB_BATCH=1``: ``vlmlab course``, sweeps and the tests set it)."""
+    return os.environ.get(BATCH_ENV, "").strip() not in ("", "0")
+
+
+def interactive_view(fn):
+    """Decorate a function that builds an ipywidgets view. In batch mode it builds nothing and returns a short
+    note instead: nobody can move the controls of an executed notebook, the static figure beside every view shows
+    the same information, and drawing into a widget's output area while papermill executes the cell can leave
+    the cell waiting forever for its reply (jupyter/nbclient#312)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if batch_mode():
+            from IPython.display import Markdown
+
+            return Markdown(f"*Interactive view `{fn.__name__}` not built in this unattended run ({BATCH_ENV}=1); "
+                            f"the static figure next to it shows the same information. Open the notebook in "
+                            f"JupyterLab to use it.*")
+        return fn(*args, **kwargs)
+    return wrapper
 
 
 def held_out_cells(sample: Sample) -> list[tuple[int, int]]:
@@ -109,6 +134,7 @@ def scene_grid(samples: list[Sample], ncols: int = 4, text: str = "qa", highligh
     return fig
 
 
+@interactive_view
 def sample_picker(world, draw_sample, split: str = "train", index: int = 0, max_index: int = 999):
     """A split dropdown and an index slider above an output area: ``draw_sample(sample)`` returns the figure of
     the chosen sample, redrawn on every change. The shared control panel of the browsers below."""

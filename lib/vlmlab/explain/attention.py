@@ -31,6 +31,7 @@ import torch
 from matplotlib.patches import Rectangle
 
 from ..attention import allowed_mask, image_span_ids
+from ..widgets import interactive_view
 
 MEAN = "mean"  # the layer / head selection that averages
 
@@ -365,6 +366,7 @@ def later_image_mass(out: dict) -> torch.Tensor:
 
 
 # ---- (c) the browser -----------------------------------------------------------------------------------------------
+@interactive_view
 def attention_browser(model, world, task: str | None = None, split: str = "test", index: int = 0,
                       max_index: int = 199):
     """Pick a sample, a layer and a head: :func:`attention_card` for it (computed on demand, one sample)."""

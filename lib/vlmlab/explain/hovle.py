@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import draw_mask, image_spans, mask_pair
+from ..widgets import interactive_view
 
 
 def _shape(t) -> str:
@@ -179,6 +180,7 @@ def distill_grid(samples, sim: DistillSimilarity, ncols: int = 4):
     return fig
 
 
+@interactive_view
 def distill_browser(model, world, task: str = "qa", split: str = "test", index: int = 0, max_index: int = 199):
     """Pick a sample: :func:`distill_card` for it (computed on demand)."""
     import ipywidgets as W

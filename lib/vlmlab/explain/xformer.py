@@ -25,6 +25,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 import torch.nn.functional as F
+from ..widgets import interactive_view
 
 
 def _shape(t) -> str:
@@ -263,6 +264,7 @@ def query_grid(samples, qa: dict, key: str = "cl"):
     return fig
 
 
+@interactive_view
 def query_browser(model, world, split: str = "test", index: int = 0, max_index: int = 199):
     """Pick a sample: :func:`query_card` for it."""
     import ipywidgets as W
