@@ -110,3 +110,13 @@ def pretrain_mim(world: World, b: Budget, device, progress=True) -> tuple[Vision
     losses = optimize(params, loss, b.mim_steps, b.mim_lr, desc="pretrain MIM ViT (MAE)", device=device,
                       progress=progress, weight_decay=0.05)
     return enc.eval(), dec.eval(), losses
+
+
+def mim_reference_loss(world: World, encoder: VisionEncoder, n: int = 1000) -> float:
+    """The MIM loss of a model that learnt only the average image: predict every masked pixel by its mean over
+    ``n`` training images (in the encoder's normalised pixel space, where the MAE target lives). Masks are drawn
+    independently of the content, so this is the expected masked-patch MSE of that guess. MIM pretraining has
+    learnt something about *objects* only when its loss ends below this."""
+    with torch.no_grad():
+        x = encoder.prepare(world.images(world.samples("train", 0, n)))  # [n, 3, H, W]
+        return float(((x - x.mean(0, keepdim=True)) ** 2).mean())
