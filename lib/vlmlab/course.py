@@ -8,8 +8,9 @@
     notebooks/00_quickstart.ipynb   the executed notebook
     notebooks/00_quickstart.json    its record: source hash, parameters, status, error, wall time
 
-The course notebooks are ``notebooks/[0-9][0-9]_*.ipynb``, discovered and executed in name order, each with
-the parameters ``budget`` and ``seed`` (those it declares). A notebook that fails does not stop the course:
+The course notebooks are ``notebooks/[0-9][0-9]_*.ipynb``, discovered and listed in name order and executed
+with the parameters ``budget`` and ``seed`` (those it declares); the study notebooks execute first
+(:func:`execution_order`) so the teaching notebooks reuse the models their sweeps trained. A notebook that fails does not stop the course:
 its page shows the notebook up to the failing cell and the error, and the build reports every failure at the
 end (``vlmlab course`` then exits with status 1). A notebook whose source and parameters are unchanged since
 its last successful execution into the same directory is not executed again (``--force`` re-executes), so a
@@ -189,6 +190,21 @@ def notebook_params(path: Path, budget: str, seed: int) -> dict:
 
     declared = notebook_parameters(path)
     return {k: v for k, v in (("budget", budget), ("seed", seed)) if k in declared}
+
+
+def execution_order(paths: list[Path]) -> list[Path]:
+    """The study notebooks (those that launch sweeps: they declare an ``executor`` parameter) first, then the
+    rest, each group in name order. Every trained model is cached (:func:`vlmlab.runs.run`), so the teaching
+    notebooks, which ask for ``run(..., reuse=True)``, load the models the studies trained instead of training
+    the same configurations again."""
+    from .sweep import notebook_parameters
+
+    def is_study(p: Path) -> bool:
+        try:
+            return "executor" in notebook_parameters(p)
+        except Exception:  # an unreadable notebook fails later, where its page can show the error
+            return False
+    return sorted(paths, key=lambda p: (not is_study(p), p.name))
 
 
 def execute(src: Path, executed: Path, params: dict, *, progress: bool = False) -> tuple[str | None, float]:
@@ -613,7 +629,7 @@ def build_course(budget: str = "default", *, seed: int = 0, only: list[str] | No
 
     entries: list[NotebookResult] = []
     bar = tqdm(total=len(selected), desc="course", unit="notebook", disable=not progress, file=sys.stderr)
-    for src in listed:
+    for src in execution_order(listed):
         title, desc = summary(nbformat.read(src, as_version=4))
         title = title or src.stem
         params = notebook_params(src, budget, seed)
@@ -652,6 +668,7 @@ def build_course(budget: str = "default", *, seed: int = 0, only: list[str] | No
             bar.update(1)
         entries.append(entry)
     bar.close()
+    entries.sort(key=lambda e: e.name)  # pages and index in name order, whatever the execution order
 
     for e in entries:
         e.page = f"{e.stem}.html" if (nb_out / e.name).is_file() else None
