@@ -31,7 +31,7 @@ class Budget:
     lm_heads: int = 4
     lm_ff: int = 384
     # backbone pretraining
-    lm_steps: int = 1600
+    lm_steps: int = 3000
     lm_batch: int = 64
     lm_lr: float = 2e-3
     lm_extra_questions: int = 4  # further questions per pretraining scene (denser answer supervision)
