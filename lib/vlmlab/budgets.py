@@ -34,7 +34,7 @@ class Budget:
     lm_steps: int = 3000
     lm_batch: int = 64
     lm_lr: float = 2e-3
-    lm_extra_questions: int = 4  # further questions per pretraining scene (denser answer supervision)
+    lm_extra_questions: int = 8  # further questions per pretraining scene (denser answer supervision)
     lm_answer_weight: float = 2.0  # extra weight of the answer tokens in the LM pretraining loss
     cl_steps: int = 800
     cl_batch: int = 128
