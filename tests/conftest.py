@@ -87,3 +87,9 @@ def assert_only_trainable_get_gradients(model, stage):
             assert p.grad is not None and p.grad.abs().sum() > 0, name
         else:
             assert p.grad is None, name
+
+
+@pytest.fixture
+def live_widgets(monkeypatch):
+    """For tests of the interactive views themselves: build the real widgets (no batch-mode note)."""
+    monkeypatch.delenv("VLMLAB_BATCH", raising=False)

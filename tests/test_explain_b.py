@@ -92,13 +92,13 @@ def test_mask_pair_spans_and_names(world):
     plt.close(fig)
 
 
-def test_attention_browser_builds(tiny_backbones, smoke_budget, world):
+def test_attention_browser_builds(tiny_backbones, smoke_budget, world, live_widgets):
     m = _model("llava", tiny_backbones, smoke_budget)
     assert xa.attention_browser(m, world, max_index=3).children
 
 
 # ---- HoVLE ------------------------------------------------------------------------------------------------------
-def test_hovle_walkthrough_distill_similarity_and_cell_influence(tiny_backbones, smoke_budget, world):
+def test_hovle_walkthrough_distill_similarity_and_cell_influence(tiny_backbones, smoke_budget, world, live_widgets):
     from vlmlab.explain import hovle as xh
 
     m = _model("hovle", tiny_backbones, smoke_budget)
@@ -141,7 +141,7 @@ def test_xformer_cross_attention_weights_reproduce_the_block(tiny_backbones, smo
     assert torch.allclose(out, blk(x, kv), atol=1e-5)
 
 
-def test_xformer_walkthrough_fusion_reconstructions_and_queries(tiny_backbones, smoke_budget, world):
+def test_xformer_walkthrough_fusion_reconstructions_and_queries(tiny_backbones, smoke_budget, world, live_widgets):
     from vlmlab.explain import xformer as xx
 
     m = _model("xformer", tiny_backbones, smoke_budget)

@@ -215,7 +215,7 @@ def test_one_seed_has_no_spread(tmp_path):
     assert "one seed only" in S.category_wins(f, "config", "K=16", "K=256")
 
 
-def test_ablation_plot_draws_sd_error_bars_seeds_floor_and_ceiling(tmp_path):
+def test_ablation_plot_draws_sd_error_bars_seeds_floor_and_ceiling(tmp_path, live_widgets):
     import matplotlib.pyplot as plt
 
     st = synthetic_study(tmp_path, (0.61, 0.62, 0.63), (0.56, 0.58, 0.60))

@@ -76,7 +76,7 @@ def test_cell_features_pick_the_objects_cell(world, tiny_backbones):
     assert np.allclose(px[0].view(3, c, c).permute(1, 2, 0).numpy(), cell, atol=1e-6)
 
 
-def test_fit_probes_tidy_table_and_static_views(world, tiny_backbones):
+def test_fit_probes_tidy_table_and_static_views(world, tiny_backbones, live_widgets):
     import matplotlib.pyplot as plt
 
     from vlmlab.plots import answer_shares, probe_bars
