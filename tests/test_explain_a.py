@@ -114,7 +114,7 @@ def test_naming_rates_against_the_shuffled_baseline(world, monkeypatch):
         plt.close(fig)
     monkeypatch.delenv("VLMLAB_BATCH", raising=False)  # live: a slider over the scenes above its figure
     live = XL.browser(lambda i: XL.word_grids([samples[i]], colour, T, tp), 3)
-    assert live.children[0].max == 2 and live.children[0].value == 0
+    assert live.children[0].children[0].max == 2 and live.children[0].children[0].value == 0
 
 
 def test_attention_on_objects_and_geometry(make, world):

@@ -134,28 +134,36 @@ def scene_grid(samples: list[Sample], ncols: int = 4, text: str = "qa", highligh
     return fig
 
 
-@interactive_view
-def sample_picker(world, draw_sample, split: str = "train", index: int = 0, max_index: int = 999):
-    """A split dropdown and an index slider above an output area: ``draw_sample(sample)`` returns the figure of
-    the chosen sample, redrawn on every change. The shared control panel of the browsers below."""
+def figure_panel(controls: list, make_figure):
+    """Controls above an output area that shows ``make_figure()`` (a matplotlib figure built from the controls'
+    current values), redrawn whenever one of them changes. What every interactive view here is made of."""
     import ipywidgets as W
     from IPython.display import display
 
-    split_w = W.Dropdown(options=list(SPLITS), value=split, description="split")
-    index_w = W.IntSlider(value=index, min=0, max=max_index, description="index", continuous_update=False)
     out = W.Output()
 
     def draw(*_):
         with out:
             out.clear_output(wait=True)
-            fig = draw_sample(world.sample(split_w.value, index_w.value))
+            fig = make_figure()
             display(fig)
             plt.close(fig)
 
-    split_w.observe(draw, "value")
-    index_w.observe(draw, "value")
+    for w in controls:
+        w.observe(draw, "value")
     draw()
-    return W.VBox([W.HBox([split_w, index_w]), out])
+    return W.VBox([W.HBox(controls), out])
+
+
+@interactive_view
+def sample_picker(world, draw_sample, split: str = "train", index: int = 0, max_index: int = 999):
+    """A split dropdown and an index slider above an output area: ``draw_sample(sample)`` returns the figure of
+    the chosen sample, redrawn on every change. The shared control panel of the browsers below."""
+    import ipywidgets as W
+
+    split_w = W.Dropdown(options=list(SPLITS), value=split, description="split")
+    index_w = W.IntSlider(value=index, min=0, max=max_index, description="index", continuous_update=False)
+    return figure_panel([split_w, index_w], lambda: draw_sample(world.sample(split_w.value, index_w.value)))
 
 
 def scene_browser(world, split: str = "train", index: int = 0, max_index: int = 999):

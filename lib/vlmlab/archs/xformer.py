@@ -554,8 +554,9 @@ class XFormer(VLM):
         return out
 
     @torch.no_grad()
-    def itc_accuracy(self, caption_batch: dict) -> float:
-        """In-batch image->text ITC retrieval accuracy on a 'caption' batch (identical captions count as hits)."""
+    def itc_matrix(self, caption_batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """ITC similarity of every image to every caption of a 'caption' batch ([B, B], max over queries /
+        temperature, eval mode) and the same-caption matrix (identical captions are positives)."""
         was = self.training
         self.eval()
         try:
@@ -563,10 +564,15 @@ class XFormer(VLM):
             s = self.streams(caption_batch["pixel_values"].to(self.device))
             itc = self.qformer_pass(s["feats"], s["m"], ids, valid, "itc")
             sim, _, _ = self.itc_similarity(itc["z"], itc["text"][:, 0])
-            same = (ids[:, None, :] == ids[None, :, :]).all(-1)
-            return float(same[torch.arange(len(ids), device=ids.device), sim.argmax(1)].float().mean())
         finally:
             self.train(was)
+        return sim, (ids[:, None, :] == ids[None, :, :]).all(-1)
+
+    @torch.no_grad()
+    def itc_accuracy(self, caption_batch: dict) -> float:
+        """In-batch image->text ITC retrieval accuracy on a 'caption' batch (identical captions count as hits)."""
+        sim, same = self.itc_matrix(caption_batch)
+        return float(same[torch.arange(len(sim), device=sim.device), sim.argmax(1)].float().mean())
 
     @torch.no_grad()
     def diagnostics(self, batch: dict) -> dict:

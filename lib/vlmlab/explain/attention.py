@@ -31,7 +31,7 @@ import torch
 from matplotlib.patches import Rectangle
 
 from ..attention import allowed_mask, image_span_ids
-from ..widgets import interactive_view
+from ..widgets import figure_panel, interactive_view
 
 MEAN = "mean"  # the layer / head selection that averages
 
@@ -371,7 +371,6 @@ def attention_browser(model, world, task: str | None = None, split: str = "test"
                       max_index: int = 199):
     """Pick a sample, a layer and a head: :func:`attention_card` for it (computed on demand, one sample)."""
     import ipywidgets as W
-    from IPython.display import display
 
     task = task or model.eval_task
     n_layers = model.lm.config.num_hidden_layers
@@ -379,25 +378,17 @@ def attention_browser(model, world, task: str | None = None, split: str = "test"
     index_w = W.IntSlider(value=index, min=0, max=max_index, description="sample", continuous_update=False)
     layer_w = W.Dropdown(options=[MEAN] + list(range(n_layers)), value=MEAN, description="layer")
     head_w = W.Dropdown(options=[MEAN] + list(range(n_heads)), value=MEAN, description="head")
-    out = W.Output()
     cache: dict[int, tuple] = {}
 
-    def draw(*_):
+    def figure():
         i = index_w.value
         if i not in cache:
             batch = world.batch(task, split, i, 1)
             cache[i] = (answer_attention(model, batch), predicted_answers(model, batch)[0])
         att, pred = cache[i]
-        with out:
-            out.clear_output(wait=True)
-            fig = attention_card(world.sample(split, i), att, 0, layer_w.value, head_w.value, prediction=pred)
-            display(fig)
-            plt.close(fig)
+        return attention_card(world.sample(split, i), att, 0, layer_w.value, head_w.value, prediction=pred)
 
-    for w in (index_w, layer_w, head_w):
-        w.observe(draw, "value")
-    draw()
-    return W.VBox([W.HBox([index_w, layer_w, head_w]), out])
+    return figure_panel([index_w, layer_w, head_w], figure)
 
 
 __all__ = ["MEAN", "TokenLayout", "token_layout", "AnswerAttention", "answer_attention", "draw_answer_attention",

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import draw_mask, image_spans, mask_pair
-from ..widgets import interactive_view
+from ..widgets import figure_panel, interactive_view
 
 
 def _shape(t) -> str:
@@ -184,23 +184,14 @@ def distill_grid(samples, sim: DistillSimilarity, ncols: int = 4):
 def distill_browser(model, world, task: str = "qa", split: str = "test", index: int = 0, max_index: int = 199):
     """Pick a sample: :func:`distill_card` for it (computed on demand)."""
     import ipywidgets as W
-    from IPython.display import display
 
     index_w = W.IntSlider(value=index, min=0, max=max_index, description="sample", continuous_update=False)
-    out = W.Output()
 
-    def draw(*_):
+    def figure():
         i = index_w.value
-        sim = distill_similarity(model, world.batch(task, split, i, 1))
-        with out:
-            out.clear_output(wait=True)
-            fig = distill_card(world.sample(split, i), sim, 0)
-            display(fig)
-            plt.close(fig)
+        return distill_card(world.sample(split, i), distill_similarity(model, world.batch(task, split, i, 1)), 0)
 
-    index_w.observe(draw, "value")
-    draw()
-    return W.VBox([index_w, out])
+    return figure_panel([index_w], figure)
 
 
 # ---- attention type inside the module ----------------------------------------------------------------------------

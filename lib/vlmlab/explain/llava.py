@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.patches import Rectangle
 
-from ..widgets import draw_scene, interactive_view
+from ..widgets import draw_scene, figure_panel, interactive_view
 from ..world import CATEGORIES
 
 ATTRIBUTES = ("color", "shape", "size", "texture")
@@ -283,21 +283,9 @@ def browser(figure_fn, n: int, description: str = "scene", value: int = 0):
     """A slider over ``n`` items; each move draws ``figure_fn(i)`` (a matplotlib figure) below it. The notebooks
     pair it with a static figure of several items."""
     import ipywidgets as W
-    from IPython.display import display
 
     index_w = W.IntSlider(value=value, min=0, max=max(0, n - 1), description=description, continuous_update=False)
-    out = W.Output()
-
-    def draw(*_):
-        with out:
-            out.clear_output(wait=True)
-            fig = figure_fn(index_w.value)
-            display(fig)
-            plt.close(fig)
-
-    index_w.observe(draw, "value")
-    draw()
-    return W.VBox([index_w, out])
+    return figure_panel([index_w], lambda: figure_fn(index_w.value))
 
 
 def attention_on_objects(values: torch.Tensor, samples, T: int, token_px: float) -> pd.DataFrame:

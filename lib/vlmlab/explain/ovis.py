@@ -28,7 +28,7 @@ import torch
 from matplotlib.patches import Rectangle
 
 from ..archs.ovis import N_IND
-from ..widgets import draw_scene, interactive_view
+from ..widgets import draw_scene, figure_panel, interactive_view
 from .llava import token_grid, token_objects
 
 
@@ -193,27 +193,18 @@ def patch_grid(sample, p_full: torch.Tensor, patches, T: int, token_px: float, m
 def patch_browser(model, samples, pixel_values: torch.Tensor, mass: float = 0.9):
     """Pick a scene and a patch: :func:`patch_card` for it (distributions computed once for all scenes)."""
     import ipywidgets as W
-    from IPython.display import display
 
     p_full = model.patch_distribution(pixel_values).cpu()  # [S, n, K]
     T, tp = token_grid(model, samples[0].world.image_size)
     scene_w = W.IntSlider(value=0, min=0, max=len(samples) - 1, description="scene", continuous_update=False)
     patch_w = W.IntSlider(value=0, min=0, max=T * T - 1, description="patch", continuous_update=False)
     log_w = W.Checkbox(value=False, description="log scale")
-    out = W.Output()
 
-    def draw(*_):
-        with out:
-            out.clear_output(wait=True)
-            s = scene_w.value
-            fig = patch_card(samples[s], p_full[s], patch_w.value, T, tp, mass, logy=log_w.value)
-            display(fig)
-            plt.close(fig)
+    def figure():
+        s = scene_w.value
+        return patch_card(samples[s], p_full[s], patch_w.value, T, tp, mass, logy=log_w.value)
 
-    for w in (scene_w, patch_w, log_w):
-        w.observe(draw, "value")
-    draw()
-    return W.VBox([W.HBox([scene_w, patch_w, log_w]), out])
+    return figure_panel([scene_w, patch_w, log_w], figure)
 
 
 def entry_contents(p: torch.Tensor, samples, T: int, token_px: float) -> pd.DataFrame:

@@ -25,7 +25,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 import torch.nn.functional as F
-from ..widgets import interactive_view
+from ..widgets import figure_panel, interactive_view
 
 
 def _shape(t) -> str:
@@ -268,24 +268,14 @@ def query_grid(samples, qa: dict, key: str = "cl"):
 def query_browser(model, world, split: str = "test", index: int = 0, max_index: int = 199):
     """Pick a sample: :func:`query_card` for it."""
     import ipywidgets as W
-    from IPython.display import display
 
     index_w = W.IntSlider(value=index, min=0, max=max_index, description="sample", continuous_update=False)
-    out = W.Output()
 
-    def draw(*_):
-        i = index_w.value
-        s = world.sample(split, i)
-        qa = query_attention(model, world.images([s]))
-        with out:
-            out.clear_output(wait=True)
-            fig = query_card(s, qa, 0)
-            display(fig)
-            plt.close(fig)
+    def figure():
+        s = world.sample(split, index_w.value)
+        return query_card(s, query_attention(model, world.images([s])), 0)
 
-    index_w.observe(draw, "value")
-    draw()
-    return W.VBox([index_w, out])
+    return figure_panel([index_w], figure)
 
 
 # ---- stage-1 objectives ------------------------------------------------------------------------------------------
@@ -321,16 +311,7 @@ def stage1_loss_figure(record: dict):
 def itc_matrix(model, caption_batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """ITC similarity of every image to every caption of a 'caption' batch ([B, B], max over queries / temperature)
     and the same-caption matrix (identical captions are positives)."""
-    was = model.training
-    model.eval()
-    try:
-        ids, valid = model.caption_text(caption_batch)
-        s = model.streams(caption_batch["pixel_values"].to(model.device))
-        itc = model.qformer_pass(s["feats"], s["m"], ids, valid, "itc")
-        sim, _, _ = model.itc_similarity(itc["z"], itc["text"][:, 0])
-    finally:
-        model.train(was)
-    same = (ids[:, None, :] == ids[None, :, :]).all(-1)
+    sim, same = model.itc_matrix(caption_batch)
     return sim.float().cpu(), same.cpu()
 
 
