@@ -297,3 +297,12 @@ def test_sweep_specs_of_the_studies_hash_like_the_notebooks():
                                                      [0, 1, 2], "default"))):
         spec = SweepSpec.from_yaml(ROOT / "notebooks" / "sweeps" / f"{name}.yaml")
         assert {spec.run_dir(p) for p in spec.runs()} == {rd for _, _, rd in st.runs()}, name
+
+
+def test_a_difference_that_prints_equal_to_the_spread_is_not_called_larger(tmp_path):
+    # K=16: 60, 62, 64 (sd 2.0); K=256: 58, 58, 58 (sd 0): diff +4.0 vs spread 2.0 -> larger
+    f = S.accuracy_frame(synthetic_study(tmp_path / "a", (0.60, 0.62, 0.64), (0.58, 0.58, 0.58)))
+    assert "larger than the seed spread of 2.0" in S.compare(f, "config", "K=16", "K=256")
+    # K=256: 60, 60, 60: diff +2.0 vs spread 2.0 -> equal as printed
+    g = S.accuracy_frame(synthetic_study(tmp_path / "b", (0.60, 0.62, 0.64), (0.60, 0.60, 0.60)))
+    assert "about the size of the seed spread of 2.0" in S.compare(g, "config", "K=16", "K=256")

@@ -518,6 +518,8 @@ def compare(frame: pd.DataFrame, by: str, a, b, *, category: str = "overall", sp
     spread = math.hypot(sa, sb)
     if spread != spread:
         verdict = "one seed only, so no seed spread to compare it with"
+    elif round(abs(diff), 1) == round(spread, 1):  # as printed, equal: say so rather than pick a side
+        verdict = f"about the size of the seed spread of {spread:.1f}"
     elif abs(diff) > spread:
         verdict = f"larger than the seed spread of {spread:.1f}"
     else:
