@@ -8,6 +8,7 @@ diagnostic every architecture reports.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from dataclasses import dataclass, field
@@ -20,6 +21,17 @@ from torch import nn
 from ..attention import ATTENTION_TYPES, additive_mask, allowed_mask, image_span_ids
 from ..train import Stage
 from ..world import IMG
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module):
+    """Run a block with ``module`` in eval mode (dropout off, masks as at inference), then restore its mode."""
+    was = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was)
 
 
 def frozen_copy(module: nn.Module | None) -> nn.Module | None:

@@ -63,7 +63,7 @@ from torch import nn
 
 from ..backbones.vision import mae_target, masked_mse, patchify
 from ..train import Stage
-from .base import VLM, Knobs, knob, frozen_copy
+from .base import VLM, Knobs, eval_mode, frozen_copy, knob
 
 FEATURES = ("both", "cl", "mim")
 FUSIONS = ("dual_ca", "concat", "none")
@@ -557,15 +557,11 @@ class XFormer(VLM):
     def itc_matrix(self, caption_batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """ITC similarity of every image to every caption of a 'caption' batch ([B, B], max over queries /
         temperature, eval mode) and the same-caption matrix (identical captions are positives)."""
-        was = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             ids, valid = self.caption_text(caption_batch)
             s = self.streams(caption_batch["pixel_values"].to(self.device))
             itc = self.qformer_pass(s["feats"], s["m"], ids, valid, "itc")
             sim, _, _ = self.itc_similarity(itc["z"], itc["text"][:, 0])
-        finally:
-            self.train(was)
         return sim, (ids[:, None, :] == ids[None, :, :]).all(-1)
 
     @torch.no_grad()

@@ -30,6 +30,7 @@ import seaborn as sns
 import torch
 from matplotlib.patches import Rectangle
 
+from ..archs.base import eval_mode
 from ..attention import allowed_mask, image_span_ids
 from ..widgets import figure_panel, interactive_view
 
@@ -136,12 +137,8 @@ def answer_attention(model, batch: dict, out: dict | None = None) -> AnswerAtten
     One eager pass ``model.forward_with_attentions(batch)`` (or its result ``out``); the row read is
     ``answer_pos - 1``, as in ``VLM.answer_attention``. Tensors come back on the CPU in float32.
     """
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         out = out if out is not None else model.forward_with_attentions(batch)
-    finally:
-        model.train(was)
     att = torch.stack([a.float() for a in out["attentions"]], 1)  # [B, layers, heads, L, L]
     B = att.shape[0]
     rows = torch.arange(B, device=att.device)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import draw_mask, image_spans, mask_pair
+from ..archs.base import eval_mode
 from ..widgets import figure_panel, interactive_view
 
 
@@ -42,17 +43,13 @@ def walkthrough(model, batch: dict) -> tuple[pd.DataFrame, dict]:
     module text table -> module sequence (text, ``<img>``, image slots) -> module layers -> LLM inputs_embeds
     -> logits. With ``pixel_shuffle="post"`` the shuffle runs after the layers; the table says so.
     """
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         dev = model.device
         pix = batch["pixel_values"].to(dev)
         patches = model.embed.patches(pix)  # [B, g*g, d]
         shuffled = model.embed.shuffle(patches)  # [B, (g/2)^2, d]
         text = model.embed.text(batch["input_ids"].to(dev))  # [B, L, d]
         out = model.forward(batch)
-    finally:
-        model.train(was)
     mod = out["module"]
     g = model.embed.grid
     pre = model.knobs.pixel_shuffle == "pre"
@@ -98,12 +95,8 @@ class DistillSimilarity:
 @torch.no_grad()
 def distill_similarity(model, batch: dict) -> DistillSimilarity:
     """Per image cell and per text position cosine to the distillation targets, from ``model.distill_parts``."""
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         parts = model.distill_parts(batch, unpaired=False)
-    finally:
-        model.train(was)
     cos_img = F.cosine_similarity(parts["x_img"].float(), parts["z_img"].float(), dim=-1).cpu()  # [B, 16]
     cos_txt = F.cosine_similarity(parts["x_txt"].float(), parts["z_txt"].float(), dim=-1).cpu()  # [T]
     tm = parts["text_mask"].cpu()  # [B, L']
@@ -233,13 +226,11 @@ def cell_influence(model, batch: dict, delta: float = 0.5) -> dict[str, torch.Te
     ||y' - y|| / ||y||. Under the causal mask a token never moves when a *later* cell changes (zero upper
     triangle), the bidirectional mask lets it. Same trained weights for both: the mask alone differs.
     """
-    was = model.training
-    model.eval()
     g = model.embed.grid // 2
     cell = model.embed.image_size // g
     pix = batch["pixel_values"]
     out = {}
-    try:
+    with eval_mode(model):
         for kind in ("causal", "bidirectional"):
             with module_attention(model, kind):
                 base = model.build_inputs(batch)
@@ -253,8 +244,6 @@ def cell_influence(model, batch: dict, delta: float = 0.5) -> dict[str, torch.Te
                     y = model.build_inputs(dict(batch, pixel_values=p))["inputs_embeds"][vm].view_as(y0).float()
                     mat[k] = ((y - y0).norm(dim=-1) / y0.norm(dim=-1).clamp(min=1e-8)).mean(0).cpu()
                 out[kind] = mat
-    finally:
-        model.train(was)
     return out
 
 

@@ -13,6 +13,8 @@ import seaborn as sns
 import torch
 import torch.nn.functional as F
 
+from ..archs.base import eval_mode
+
 
 def _shape(t) -> str:
     return "[" + ", ".join(str(s) for s in t.shape) + "]"
@@ -21,9 +23,7 @@ def _shape(t) -> str:
 @torch.no_grad()
 def walkthrough(model, batch: dict) -> tuple[pd.DataFrame, dict]:
     """LLaViT's forward pass on a real batch: (table of the steps with shapes, the tensors)."""
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         dev = model.device
         pix = batch["pixel_values"].to(dev)
         blocks = model.vision(pix, layers=model.blocks)  # |L| x [B, N, d_vit]
@@ -32,8 +32,6 @@ def walkthrough(model, batch: dict) -> tuple[pd.DataFrame, dict]:
         inp = model.build_inputs(batch)
         allowed = model.allowed(inp)
         out = model.forward(batch)
-    finally:
-        model.train(was)
     v = model.vision
     steps = [("pixels", pix, "the image, RGB in [0, 1]")]
     for b, f in zip(model.blocks, blocks):
@@ -83,12 +81,10 @@ def qkv_divergence(model, batch: dict) -> pd.DataFrame:
     seen: dict[int, torch.Tensor] = {}
     hooks = [layer.self_attn.q_proj.register_forward_pre_hook(lambda mod, args, i=i: seen.__setitem__(i, args[0]))
              for i, layer in enumerate(model.lm.model.layers)]
-    was = model.training
-    model.eval()
     try:
-        out = model.forward(batch)
+        with eval_mode(model):
+            out = model.forward(batch)
     finally:
-        model.train(was)
         for h in hooks:
             h.remove()
     vm = out["visual_mask"]

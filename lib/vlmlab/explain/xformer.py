@@ -25,6 +25,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 import torch.nn.functional as F
+from ..archs.base import eval_mode
 from ..widgets import figure_panel, interactive_view
 
 
@@ -45,12 +46,10 @@ def walkthrough(model, batch: dict, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     The inference path (MAE stream unmasked unless ``mask_at_inference``) plus, for the reconstruction, the
     stage-1 MAE stream masked at ``mae_mask_ratio`` (fixed ``seed``).
     """
-    was = model.training
-    model.eval()
     dev = model.device
     pix = batch["pixel_values"].to(dev)
     k = model.knobs
-    try:
+    with eval_mode(model):
         s = model.streams(pix)
         qf = model.qformer_pass(s["feats"], s["m"])
         prefix = model.fc(qf["z"])
@@ -59,8 +58,6 @@ def walkthrough(model, batch: dict, seed: int = 0) -> tuple[pd.DataFrame, dict]:
         if model.uses_mae:
             gen = torch.Generator(device=dev).manual_seed(seed)
             masked = model.mae_tokens(pix, True, gen)
-    finally:
-        model.train(was)
     c_enc = model.c_encoder
     steps = [("pixels", pix, "the image, RGB in [0, 1]"),
              ("C (CL stream)" if k.features != "mim" else "C (MIM encoder as C)", s["c"],
@@ -96,16 +93,12 @@ def fusion_change(model, batch: dict, seed: int = 0) -> dict:
     output projections start at zero)."""
     if model.fusion is None:
         return {}
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         pix = batch["pixel_values"].to(model.device)
         gen = torch.Generator(device=model.device).manual_seed(seed)
         m, _, _ = model.mae_tokens(pix, True, gen)
         z_q, _ = model.qformer(model.qformer.encode_features(model.clip_tokens(pix), m))
         z, m_fused = model.fusion(z_q, m)
-    finally:
-        model.train(was)
     rel = lambda a, b: float(((a - b).norm(dim=-1) / b.norm(dim=-1).clamp(min=1e-8)).mean())  # noqa: E731
     return {"CA-1: |M'-M|/|M|": rel(m_fused, m), "CA-2: |Z'-Z_q|/|Z_q|": rel(z, z_q)}
 
@@ -195,13 +188,11 @@ def query_attention(model, pixel_values: torch.Tensor) -> dict:
     hooks = [qp.ca[last].register_forward_hook(lambda mod, args, out: seen.__setitem__("cl", args))]
     if model.fusion is not None:
         hooks.append(model.fusion.ca2.register_forward_hook(lambda mod, args, out: seen.__setitem__("mae", args)))
-    was = model.training
-    model.eval()
     try:
-        s = model.streams(pixel_values.to(model.device))
-        model.qformer_pass(s["feats"], s["m"])
+        with eval_mode(model):
+            s = model.streams(pixel_values.to(model.device))
+            model.qformer_pass(s["feats"], s["m"])
     finally:
-        model.train(was)
         for hk in hooks:
             hk.remove()
     out = {"cl_grid": model.c_encoder.grid}
