@@ -287,7 +287,7 @@ def _run_inprocess(study: Study, progress: bool) -> SweepResult:
     from .budgets import get_budget
     from .device import pick_device
     from .runs import RunConfig, run
-    from .sweep import _clean_for_retry, _run_lock
+    from .sweep import claim_run
     from .world import WorldConfig
 
     spec = study.spec()
@@ -298,14 +298,13 @@ def _run_inprocess(study: Study, progress: bool) -> SweepResult:
         if read_record(rd) is not None:
             result.skipped.append(RunOutcome(p, rd, "skipped"))
             continue
-        with _run_lock(rd) as lock:
-            if lock is None:
+        with claim_run(rd) as (state, _):
+            if state == "busy":
                 result.busy.append(RunOutcome(p, rd, "busy", f"{rd} is being executed by another process"))
                 continue
-            if read_record(rd) is not None:
+            if state == "skipped":
                 result.skipped.append(RunOutcome(p, rd, "skipped"))
                 continue
-            _clean_for_retry(rd)
             write_json_atomic(rd / "params.json", p)
             t1 = time.perf_counter()
             try:

@@ -130,6 +130,22 @@ def _clean_for_retry(run_dir: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def claim_run(run_dir: Path):
+    """Take a run directory for executing it, whichever executor: yields ``("busy", None)`` when another process
+    holds its lock, ``("skipped", None)`` when it is complete (a valid record.json), otherwise ``(None, lock)``
+    with what an earlier attempt left cleaned away (:func:`_clean_for_retry`); the lock is held until the block
+    ends."""
+    with _run_lock(run_dir) as lock:
+        if lock is None:
+            yield "busy", None
+        elif read_record(run_dir) is not None:  # completed by another sweep meanwhile
+            yield "skipped", None
+        else:
+            _clean_for_retry(run_dir)
+            yield None, lock
+
+
 def _log_tail(path: Path, n: int = 2000) -> str:
     try:
         return path.read_text(errors="replace")[-n:]
@@ -148,12 +164,11 @@ def run_one(notebook: str, run_dir: str, params: dict, threads: int | None = Non
     "seconds"}``. "busy": another process is executing this run directory right now."""
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
-    with _run_lock(run_dir) as lock:
-        if lock is None:
+    with claim_run(run_dir) as (state, lock):
+        if state == "busy":
             return {"status": "busy", "error": f"{run_dir} is being executed by another process", "seconds": 0.0}
-        if read_record(run_dir) is not None:  # completed by another sweep meanwhile
+        if state == "skipped":
             return {"status": "skipped", "error": None, "seconds": 0.0}
-        _clean_for_retry(run_dir)
         env = {**os.environ, "VLMLAB_BATCH": "1"}  # unattended: no interactive widgets (vlmlab.widgets.batch_mode)
         if threads:
             env.update({v: str(threads) for v in THREAD_VARS})
