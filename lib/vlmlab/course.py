@@ -34,6 +34,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from unittest import mock
 
 from .jsonio import write_json_atomic
 
@@ -215,22 +216,19 @@ def execute(src: Path, executed: Path, params: dict, *, progress: bool = False) 
     executed.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     error = None
-    old = os.environ.get("VLMLAB_BATCH")
-    os.environ["VLMLAB_BATCH"] = "1"  # the kernel inherits it: no interactive widgets (vlmlab.widgets.batch_mode)
-    try:
-        pm.execute_notebook(str(src), str(executed), parameters=params, kernel_name="python3",
-                            cwd=str(executed.parent), progress_bar=progress, log_output=False)
-    except pm.PapermillExecutionError as e:
-        error = f"{e.ename}: {e.evalue} (cell [{e.exec_count}])"
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:  # a dead kernel, a timeout, an unreadable notebook: the course goes on
-        error = f"{type(e).__name__}: {e}"
-    finally:
-        if old is None:
-            os.environ.pop("VLMLAB_BATCH", None)
-        else:
-            os.environ["VLMLAB_BATCH"] = old
+    from .widgets import BATCH_ENV
+
+    # the kernel inherits the environment: no interactive widgets (vlmlab.widgets.batch_mode)
+    with mock.patch.dict(os.environ, {BATCH_ENV: "1"}):
+        try:
+            pm.execute_notebook(str(src), str(executed), parameters=params, kernel_name="python3",
+                                cwd=str(executed.parent), progress_bar=progress, log_output=False)
+        except pm.PapermillExecutionError as e:
+            error = f"{e.ename}: {e.evalue} (cell [{e.exec_count}])"
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # a dead kernel, a timeout, an unreadable notebook: the course goes on
+            error = f"{type(e).__name__}: {e}"
     return error, time.perf_counter() - t0
 
 
