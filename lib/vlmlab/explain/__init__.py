@@ -6,3 +6,11 @@ other notebooks share), ``ovis`` (distributions over the visual embedding table)
 their KL supervision), and one per further architecture. Every widget here has a static figure showing the
 same information.
 """
+
+
+def steps_table(steps):
+    """A walk-through's table: one row per ``(step, tensor, what)``, with the tensor's shape as ``[a, b, ...]``."""
+    import pandas as pd
+
+    return pd.DataFrame([{"step": n, "shape": "[" + ", ".join(str(d) for d in t.shape) + "]", "what": w}
+                         for n, t, w in steps])

@@ -27,11 +27,8 @@ import torch.nn.functional as F
 
 from .attention import draw_mask, image_spans, mask_pair
 from ..archs.base import eval_mode
+from . import steps_table
 from ..widgets import figure_panel, interactive_view
-
-
-def _shape(t) -> str:
-    return "[" + ", ".join(str(s) for s in t.shape) + "]"
 
 
 # ---- the forward pass step by step -------------------------------------------------------------------------------
@@ -68,7 +65,7 @@ def walkthrough(model, batch: dict) -> tuple[pd.DataFrame, dict]:
         ("LLM inputs_embeds", out["inputs_embeds"], "the module's output at every position, text and image alike"),
         ("LLM logits", out["logits"], "next-token scores over the vocabulary"),
     ]
-    table = pd.DataFrame([{"step": s, "shape": _shape(t), "what": w} for s, t, w in steps])
+    table = steps_table(steps)
     tensors = {s: t for s, t, _ in steps} | {"out": out}
     return table, tensors
 

@@ -14,10 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..archs.base import eval_mode
-
-
-def _shape(t) -> str:
-    return "[" + ", ".join(str(s) for s in t.shape) + "]"
+from . import steps_table
 
 
 @torch.no_grad()
@@ -45,7 +42,7 @@ def walkthrough(model, batch: dict) -> tuple[pd.DataFrame, dict]:
         ("attention mask", allowed, f"{model.knobs.attention} within the image; text causal"),
         ("LLM logits", out["logits"], "next-token scores"),
     ]
-    table = pd.DataFrame([{"step": n, "shape": _shape(t), "what": w} for n, t, w in steps])
+    table = steps_table(steps)
     return table, {n: t for n, t, _ in steps} | {"inputs": inp, "blocks": blocks}
 
 

@@ -26,16 +26,8 @@ import seaborn as sns
 import torch
 import torch.nn.functional as F
 from ..archs.base import eval_mode
+from . import steps_table
 from ..widgets import figure_panel, interactive_view
-
-
-def _shape(t) -> str:
-    return "[" + ", ".join(str(s) for s in t.shape) + "]"
-
-
-def encoder_patch(enc) -> int:
-    """An encoder's patch size in pixels (its own ``img_size / grid``)."""
-    return enc.img_size // enc.grid
 
 
 # ---- the forward pass step by step -------------------------------------------------------------------------------
@@ -61,12 +53,12 @@ def walkthrough(model, batch: dict, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     c_enc = model.c_encoder
     steps = [("pixels", pix, "the image, RGB in [0, 1]"),
              ("C (CL stream)" if k.features != "mim" else "C (MIM encoder as C)", s["c"],
-              f"frozen ViT block {k.feature_layer}, {c_enc.grid}x{c_enc.grid} patches of {encoder_patch(c_enc)} px, "
+              f"frozen ViT block {k.feature_layer}, {c_enc.grid}x{c_enc.grid} patches of {c_enc.patch} px, "
               "CLS dropped")]
     if model.uses_mae:
         m_enc = model.mim
         steps.append(("M (MIM stream, inference)", s["m"],
-                      f"frozen MAE encoder over all {m_enc.grid}x{m_enc.grid} patches of {encoder_patch(m_enc)} px, "
+                      f"frozen MAE encoder over all {m_enc.grid}x{m_enc.grid} patches of {m_enc.patch} px, "
                       "CLS first" + (" (masked: mask_at_inference)" if k.mask_at_inference else "")))
         steps.append(("M (MIM stream, stage 1)", masked[0],
                       f"only the visible {int((masked[2][0] == 0).sum())} of {masked[2].shape[1]} patches "
@@ -81,7 +73,7 @@ def walkthrough(model, batch: dict, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     steps.append(("prefix = FC(Z')", prefix, f"{k.n_queries} soft tokens in the LLM's input space"))
     steps.append(("LLM inputs_embeds", out["inputs_embeds"], "the prefix replaces <img> in the prompt"))
     steps.append(("LLM logits", out["logits"], "next-token scores"))
-    table = pd.DataFrame([{"step": n, "shape": _shape(t), "what": w} for n, t, w in steps])
+    table = steps_table(steps)
     tensors = {n: t for n, t, _ in steps} | {"streams": s, "qformer": qf, "masked": masked, "out": out}
     return table, tensors
 
@@ -331,4 +323,4 @@ def itc_figure(sim: torch.Tensor, same: torch.Tensor, captions=None):
 
 __all__ = ["walkthrough", "fusion_change", "without_fusion", "reconstructions", "reconstruction_figure",
            "cross_attention_weights", "query_attention", "query_card", "query_grid", "query_browser",
-           "stage1_loss_table", "stage1_loss_figure", "itc_matrix", "itc_figure", "encoder_patch"]
+           "stage1_loss_table", "stage1_loss_figure", "itc_matrix", "itc_figure"]
