@@ -4,7 +4,6 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-import torch
 import pytest
 
 from vlmlab.world import CATEGORIES, World, WorldConfig, build_tokenizer, prompt_and_target
@@ -115,32 +114,3 @@ def test_batch_labels_supervise_the_answer(world):
         ans = b["labels"][i, b["answer_pos"][i]].item()
         assert tok.convert_ids_to_tokens(ans) == world.sample("train", i).qa.answer
     assert b["pixel_values"].shape == (8, 3, 64, 64) and 0 <= b["pixel_values"].min() <= b["pixel_values"].max() <= 1
-
-
-def test_packed_lm_rows_are_full_rows_of_whole_questions(world):
-    tok = world.tokenizer
-    b = world.packed_lm_batch("train", 0, 32, 128)
-    ids, labels = b["input_ids"], b["labels"]
-    assert ids.shape == labels.shape == (32, 128)
-    pad, q, a = tok.pad_token_id, tok.convert_tokens_to_ids("question"), tok.convert_tokens_to_ids("answer")
-    for row, lab in zip(ids.tolist(), labels.tolist()):
-        n = row.index(tok.eos_token_id) + 1 if tok.eos_token_id in row else len(row)
-        assert row[0] == tok.bos_token_id and tok.convert_ids_to_tokens(row[1:3]) == ["scene", ":"]
-        assert all(t == pad for t in row[n:]), "padding only at the right end (no attention mask needed)"
-        assert pad not in row[:n]
-        assert row.count(q) == row.count(a) >= 2, "whole question-answer pairs only"
-        assert row[n - 4] == a and row[n - 1] == tok.eos_token_id  # "... answer : <word> <eos>"
-        assert lab[:3] == [-100] * 3 and lab[3:n] == row[3:n] and set(lab[n:]) <= {-100}
-    # most of the row is used (padding a batch to its longest row wasted a third of it)
-    assert (ids != pad).float().mean() > 0.85
-    assert torch.equal(ids, world.packed_lm_batch("train", 0, 32, 128)["input_ids"])
-    with pytest.raises(ValueError, match="length=10"):
-        world.packed_lm_batch("train", 0, 2, 10)
-
-
-def test_more_questions_are_found_for_a_one_object_scene(world):
-    from vlmlab.world.questions import ask_more
-
-    one = next(s for s in world.samples("train", 0, 200) if len(s.scene) == 1)
-    qs = ask_more(np.random.default_rng(0), world.config, one.scene, 12)
-    assert len(qs) == 12  # a category that cannot be asked (spatial needs two objects) no longer stalls it

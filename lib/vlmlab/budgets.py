@@ -33,9 +33,8 @@ class Budget:
     # backbone pretraining
     lm_steps: int = 3000
     lm_batch: int = 64
-    lm_lr: float = 3e-3
-    lm_seq_len: int = 128  # pretraining rows: a scene's text, then as many questions as fit in this many tokens
-    lm_compile: bool = True  # torch.compile the LM for pretraining (1.5x faster here; eager if it cannot compile)
+    lm_lr: float = 2e-3
+    lm_extra_questions: int = 8  # further questions per pretraining scene (denser answer supervision)
     lm_answer_weight: float = 2.0  # extra weight of the answer tokens in the LM pretraining loss
     cl_steps: int = 800
     cl_batch: int = 128
@@ -66,8 +65,8 @@ DEFAULT = Budget("default")
 BUDGETS: dict[str, Budget] = {
     "smoke": Budget(
         "smoke", vit_dim=32, vit_depth=2, vit_heads=2, mae_dec_dim=32, mae_dec_depth=1, clip_text_dim=32,
-        clip_embed_dim=32, lm_dim=32, lm_layers=2, lm_heads=2, lm_ff=64, lm_steps=15, lm_batch=16, lm_compile=False,
-        cl_steps=10, cl_batch=16, mim_steps=10, mim_batch=16, vlm_steps=12, vlm_batch=8, eval_per_category=8, eval_batch=64),
+        clip_embed_dim=32, lm_dim=32, lm_layers=2, lm_heads=2, lm_ff=64, lm_steps=15, lm_batch=16, cl_steps=10,
+        cl_batch=16, mim_steps=10, mim_batch=16, vlm_steps=12, vlm_batch=8, eval_per_category=8, eval_batch=64),
     "default": DEFAULT,
     "full": replace(
         DEFAULT, name="full", vit_dim=384, vit_depth=8, vit_heads=6, mae_dec_dim=192, mae_dec_depth=4,

@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import random
-import shutil
-import warnings
 
 import numpy as np
 import torch
@@ -34,34 +31,3 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-class Compiled:
-    """``torch.compile(module)`` when it can work here, with the eager module as the fallback.
-
-    Compiling fuses the many small element-wise kernels of a tiny transformer (RMSNorm, RoPE, SiLU) that
-    otherwise cost a quarter of a CPU training step. It needs a C compiler on CPU; without one, with
-    ``VLMLAB_COMPILE=0``, or when compiling fails, the module runs eagerly (same maths, a warning says so).
-    """
-
-    def __init__(self, module: torch.nn.Module, enabled: bool = True):
-        self.module = module
-        cpu_ok = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-        on = enabled and os.environ.get("VLMLAB_COMPILE", "1") != "0"
-        dev = next(module.parameters()).device
-        self.fn = torch.compile(module, dynamic=False) if on and (dev.type == "cuda" or cpu_ok) else module
-
-    @property
-    def compiled(self) -> bool:
-        return self.fn is not self.module
-
-    def __call__(self, *args, **kwargs):
-        if not self.compiled:
-            return self.module(*args, **kwargs)
-        try:
-            return self.fn(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001 - any compiler failure: run eagerly from now on
-            warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); running eagerly",
-                          stacklevel=2)
-            self.fn = self.module
-            return self.module(*args, **kwargs)

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ..budgets import Budget
-from ..device import Compiled
 from ..train import optimize
 from ..world import World
 from .vision import (MAEDecoder, TextTower, VisionEncoder, clip_loss, init_logit_scale, mae_target, make_vit,
@@ -40,18 +39,17 @@ def pretrain_lm(world: World, b: Budget, device, progress=True) -> tuple[LlamaFo
     lm = make_lm(len(tok), b, tok.pad_token_id, tok.bos_token_id, tok.eos_token_id).to(device)
 
     answer_id = tok.convert_tokens_to_ids("answer")
-    forward = Compiled(lm, enabled=b.lm_compile)
 
     def loss(step):
-        # rows of exactly lm_seq_len tokens, right-padded only: a causal LM needs no attention mask
-        batch = world.packed_lm_batch("train", step * b.lm_batch, b.lm_batch, b.lm_seq_len)
+        batch = world.batch("scene_lm", "train", step * b.lm_batch, b.lm_batch, with_images=False,
+                            extra_questions=b.lm_extra_questions)
         ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
-        logits = forward(input_ids=ids).logits[:, :-1].float()  # [B, L-1, V]
+        logits = lm(input_ids=ids, attention_mask=batch["attention_mask"].to(device)).logits[:, :-1].float()
         target = labels[:, 1:]
         ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100, reduction="none")
         ce = ce.view_as(target)
         valid = target != -100
-        # answers are one token in ~12: weigh them up, they carry the reasoning the oracle needs
+        # answers are one token in ~20: weigh them up, they carry the reasoning the oracle needs
         is_answer = torch.zeros_like(valid)
         is_answer[:, 1:] = ids[:, 1:-1] == answer_id  # ids[t] == "answer", ids[t+1] == ":", target t+1 = answer
         is_answer = torch.roll(is_answer, 1, dims=1) & valid

@@ -121,40 +121,14 @@ class World:
         first = (labels != -100).int().argmax(dim=1)
         return {"input_ids": ids, "labels": labels, "attention_mask": mask, "answer_pos": first}
 
-    def batch(self, task: str, split: str, start: int, n: int, with_images: bool = True) -> dict:
-        samples = self.samples(split, start, n)
+    def batch(self, task: str, split: str, start: int, n: int, with_images: bool = True, extra_questions: int = 0) -> dict:
+        if extra_questions:
+            samples = [self.sample_with_questions(split, i, extra_questions) for i in range(start, start + n)]
+        else:
+            samples = self.samples(split, start, n)
         out = self.encode(task, samples)
         if with_images:
             out["pixel_values"] = self.images(samples)
         out["category"] = [s.qa.category for s in samples]
         out["n_answers"] = torch.tensor([len(s.qa.answers) for s in samples])
         return out
-
-    def packed_lm_batch(self, split: str, start: int, n: int, length: int) -> dict:
-        """LM pretraining rows of exactly ``length`` tokens: a scene's text, then as many questions with answers
-        about it as fit (``ask_more``), all supervised.
-
-        Packing the row full of questions instead of padding a batch to its longest row spends the compute on
-        answers (one token in ten) rather than on padding (a third of a padded batch). Padding is only ever at
-        the right end of a row, so a causal LM needs no attention mask: no real token attends to a later pad.
-        """
-        tok = self.tokenizer
-        ids = torch.full((n, length), tok.pad_token_id, dtype=torch.long)
-        labels = torch.full((n, length), -100, dtype=torch.long)
-        for row, i in enumerate(range(start, start + n)):
-            s = self.sample_with_questions(split, i, length // 8)  # more than fit (a question is >= 9 tokens)
-            chunks = [f"scene : {s.scene_text} question : {s.qa.question} answer : {s.qa.answer}"]
-            chunks += [f" question : {q} answer : {a}" for q, a in s.extra_qa]
-            seq = [tok.bos_token_id]
-            for k, chunk in enumerate(chunks):
-                piece = tok(chunk, add_special_tokens=False)["input_ids"]
-                if len(seq) + len(piece) + 1 > length:  # +1 keeps room for <eos>
-                    if k == 0:
-                        raise ValueError(f"length={length} is too short for one scene and one question "
-                                         f"({len(piece) + 2} tokens)")
-                    break
-                seq += piece
-            seq.append(tok.eos_token_id)
-            ids[row, : len(seq)] = torch.tensor(seq)
-            labels[row, 3 : len(seq)] = ids[row, 3 : len(seq)]  # "<bos> scene :" is the prompt
-        return {"input_ids": ids, "labels": labels}

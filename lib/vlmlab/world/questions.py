@@ -225,12 +225,9 @@ def ask_more(rng: np.random.Generator, w: WorldConfig, scene, k: int) -> list[tu
     from the scene's own objects half of the time so that yes-answers and non-zero counts are common."""
     out = []
     cats = [_pick(rng, CATEGORIES) for _ in range(k)]  # categories first, so ill-posed ones are not rarer
-    misses = 0
     for _ in range(50 * k):
         if len(out) == k:
             break
-        if misses == 20:  # this category cannot be asked about this scene (a spatial question with one object)
-            cats[len(out)], misses = _pick(rng, CATEGORIES), 0
         cat = cats[len(out)]
         pick_obj = lambda: scene[int(rng.integers(len(scene)))]  # noqa: E731
         rand_s = lambda: pick_obj().shape if rng.random() < 0.5 else _pick(rng, w.shapes)  # noqa: E731
@@ -254,7 +251,4 @@ def ask_more(rng: np.random.Generator, w: WorldConfig, scene, k: int) -> list[tu
         a = solve(q, scene)
         if a is not None:
             out.append((q, a))
-            misses = 0
-        else:
-            misses += 1
     return out
