@@ -55,3 +55,14 @@ def test_bad_parameter_message_reaches_the_papermill_user(tmp_path):
     err = json.loads((tmp_path / "bad" / "error.json").read_text())
     assert "allowed values" in err["error"]
     assert not (tmp_path / "bad" / "record.json").exists()
+
+
+def test_cli_run_builds_missing_backbones_in_view_then_prints_the_table(tmp_path, monkeypatch, capsys):
+    from vlmlab import cli
+
+    monkeypatch.setenv("VLMLAB_CACHE", str(tmp_path / "cache"))  # nothing cached: the first run of a new user
+    assert cli.main(["run", "--budget", "smoke", "--out", str(tmp_path / "run")]) == 0
+    out, err = capsys.readouterr()
+    # the terminal says what the long first step is, instead of one silent notebook cell
+    assert "building the LM backbone" in err and "built CL" in err
+    assert "attribute" in out and "overall" in out and (tmp_path / "run" / "record.json").is_file()
