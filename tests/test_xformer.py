@@ -199,7 +199,7 @@ def test_itc_score_is_max_over_query_text_dot_products(tiny_backbones, smoke_bud
     ids, valid = m.caption_text(cap)
     s = m.streams(cap["pixel_values"])
     itc = m.qformer_pass(s["feats"], s["m"], ids, valid, "itc")
-    sim, img, txt = m.itc_similarity(itc["z"], itc["text"][:, 0])
+    sim, img, txt = (t.detach() for t in m.itc_similarity(itc["z"], itc["text"][:, 0]))
     B, nq = img.shape[:2]
     temp = float(m.heads.temp.detach())
     for i in range(B):
