@@ -169,7 +169,9 @@ def run_one(notebook: str, run_dir: str, params: dict, threads: int | None = Non
             return {"status": "busy", "error": f"{run_dir} is being executed by another process", "seconds": 0.0}
         if state == "skipped":
             return {"status": "skipped", "error": None, "seconds": 0.0}
-        env = {**os.environ, "VLMLAB_BATCH": "1"}  # unattended: no interactive widgets (vlmlab.widgets.batch_mode)
+        from .widgets import BATCH_ENV
+
+        env = {**os.environ, BATCH_ENV: "1"}  # unattended: no interactive widgets (vlmlab.widgets.batch_mode)
         if threads:
             env.update({v: str(threads) for v in THREAD_VARS})
         cmd = [sys.executable, "-c", "from vlmlab.sweep import _child_main; _child_main()", str(notebook),

@@ -84,8 +84,10 @@ def _write(kind: str, parts: dict, losses: list[float], tok):
     return write
 
 
-def load_backbones(world_config: WorldConfig | None = None, budget: Budget | None = None, *, device="cpu",
-                   build: bool = True, progress: bool = True, root: Path | None = None) -> Backbones:
+def ensure_backbones(world_config: WorldConfig | None = None, budget: Budget | None = None, *, device="cpu",
+                     build: bool = True, progress: bool = True, root: Path | None = None) -> tuple[dict, dict]:
+    """The cache entries of a budget's three backbones, building (with a message and a progress bar) those that
+    are missing or corrupt; returns ``(paths, pretraining losses)`` by kind, without loading any model."""
     from ..budgets import DEFAULT
 
     world_config = world_config or WorldConfig()
@@ -111,6 +113,18 @@ def load_backbones(world_config: WorldConfig | None = None, budget: Budget | Non
                     _say(f"built {kind.upper()} in {time.perf_counter() - t0:.0f}s")
         paths[kind] = path
         losses[kind] = json.loads((path / "losses.json").read_text())
+    return paths, losses
+
+
+def load_backbones(world_config: WorldConfig | None = None, budget: Budget | None = None, *, device="cpu",
+                   build: bool = True, progress: bool = True, root: Path | None = None) -> Backbones:
+    from ..budgets import DEFAULT
+
+    world_config = world_config or WorldConfig()
+    b = budget or DEFAULT
+    world = World(world_config, seed=1234)
+    device = torch.device(device)
+    paths, losses = ensure_backbones(world_config, b, device=device, build=build, progress=progress, root=root)
 
     lm = LlamaForCausalLM.from_pretrained(paths["lm"] / "lm").to(device).eval()
     cl = new_vision_encoder(world, b)
@@ -125,4 +139,4 @@ def load_backbones(world_config: WorldConfig | None = None, budget: Budget | Non
     return bb.to(device)
 
 
-__all__ = ["Backbones", "load_backbones", "make_lm"]
+__all__ = ["Backbones", "ensure_backbones", "load_backbones", "make_lm"]
