@@ -114,6 +114,22 @@ def test_widget_views_become_static_notes_naming_their_controls(tmp_path):
     assert "split = test" in note and "index = 7 (range 0–9)" in note and "make lab" in note
 
 
+def test_progress_bars_show_as_they_ended_not_as_an_interactive_widget(tmp_path):
+    nb = nbformat.read(write_notebook(tmp_path / "00_p.ipynb", "00 · P", "run_study(study)"), as_version=4)
+    state = {"state": {  # a tqdm.auto bar in a notebook: HTML, FloatProgress, HTML in an HBox
+        "box": {"model_name": "HBoxModel", "state": {"children": ["IPY_MODEL_l", "IPY_MODEL_p", "IPY_MODEL_r"]}},
+        "l": {"model_name": "HTMLModel", "state": {"value": "sweep\u2007study-default:\u2007100%"}},
+        "p": {"model_name": "FloatProgressModel", "state": {"value": 15.0, "max": 15.0}},
+        "r": {"model_name": "HTMLModel", "state": {"value": "\u200715/15\u2007[27:57&lt;00:00,\u2007160.63s/run]"}}}}
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {**state, "version_major": 2}}
+    nb.cells[-1].outputs = [nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": "box"}, "text/plain": "  0%|  | 0/15"})]
+    note = prepare_for_html(nb).cells[-1].outputs[0]["data"]["text/html"]
+    assert "Interactive widget" not in note
+    assert "<progress value='15.0' max='15.0'>" in note and "sweep study-default: 100%" in note
+    assert "15/15 [27:57&lt;00:00, 160.63s/run]" in note  # the final text, escaped once
+
+
 # ---- build: execution, reuse, failures (tiny notebooks, no training) -------------------------------------------
 def test_build_reuses_unchanged_notebooks_and_reports_failures(tmp_path):
     nbs = tmp_path / "notebooks"

@@ -266,6 +266,8 @@ main { max-width: var(--course-width); margin: 0 auto; padding: 0 24px 48px; bac
 .course-widget { font: 14px/1.5 system-ui, sans-serif; background: #f7fafc; border: 1px dashed #a0aec0;
                  border-radius: 6px; padding: 8px 12px; color: #2d3748; }
 .course-widget .controls { font-family: var(--jp-code-font-family, monospace); font-size: 13px; }
+.course-progress { font-size: 13px; display: flex; align-items: center; gap: 8px; }
+.course-progress progress { width: 200px; }
 """
 
 INDEX_CSS = """
@@ -348,6 +350,23 @@ def _fmt_seconds(s: float | None) -> str:
     return f"{s / 3600:.2f} h"
 
 
+def _progress_note(view: dict, state: dict) -> str | None:
+    """A tqdm progress bar (an HBox of HTML, FloatProgress, HTML) as it ended: a static bar and its text.
+    None when the view is not a progress bar."""
+    models = state.get("state", {}) if isinstance(state, dict) else {}
+    box = models.get(view.get("model_id", ""), {})
+    kids = [models.get(str(c)[len("IPY_MODEL_"):], {}) for c in box.get("state", {}).get("children", []) or []]
+    bars = [k for k in kids if k.get("model_name") in ("FloatProgressModel", "IntProgressModel")]
+    if len(bars) != 1:
+        return None
+    bar = bars[0]["state"]
+    text = " ".join(html.unescape(str(k["state"].get("value", ""))).replace("\u2007", " ").strip()
+                    for k in kids if k.get("model_name") == "HTMLModel")
+    value, top = bar.get("value", 0) or 0, bar.get("max", 0) or 0
+    return (f"<div class='course-progress'><progress value='{value}' max='{top}'></progress> "
+            f"<code>{html.escape(text)}</code></div>")
+
+
 def _widget_note(view: dict, state: dict) -> str:
     """A static stand-in for a widget view: what it is and the values its controls had when executed."""
     models = state.get("state", {}) if isinstance(state, dict) else {}
@@ -380,8 +399,8 @@ def _widget_note(view: dict, state: dict) -> str:
 
 
 def prepare_for_html(nb):
-    """A copy of an executed notebook ready for a static page: widget views replaced by a note naming their
-    controls (:func:`_widget_note`), the widget state dropped (it would load a renderer from a CDN)."""
+    """A copy of an executed notebook ready for a static page: progress bars shown as they ended, other widget
+    views replaced by a note naming their controls (:func:`_widget_note`), the widget state dropped (it would load a renderer from a CDN)."""
     import copy
 
     import nbformat
@@ -415,8 +434,9 @@ def prepare_for_html(nb):
         for i, out in enumerate(cell.get("outputs", [])):
             data = out.get("data", {})
             if WIDGET_VIEW in data:
+                note = _progress_note(data[WIDGET_VIEW], state) or _widget_note(data[WIDGET_VIEW], state)
                 cell.outputs[i] = nbformat.v4.new_output(
-                    "display_data", data={"text/html": _widget_note(data[WIDGET_VIEW], state),
+                    "display_data", data={"text/html": note,
                                           "text/plain": data.get("text/plain", "widget")})
     return nb
 
