@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from vlmlab.backbones import cache
 
@@ -49,6 +50,12 @@ def test_load_backbones_rebuilds_a_corrupt_entry(tmp_path, smoke_budget, capsys)
     from vlmlab.backbones import load_backbones
 
     bb = load_backbones(budget=smoke_budget, root=tmp_path, progress=False)
+    # pretraining and a reload leave the fixed sin-cos position codes of both ViTs and the MAE decoder untouched
+    from vlmlab.backbones.vision import sincos_2d
+    assert smoke_budget.vit_pos_embed == "sincos"
+    for enc in (bb.cl, bb.mim):
+        assert torch.equal(enc.vit.pos_embed, sincos_2d(enc.grid, enc.dim))
+    assert torch.equal(bb.mim_decoder.pos, sincos_2d(bb.mim.grid, smoke_budget.mae_dec_dim))
     lm_dir = tmp_path / bb.paths["lm"].split("/")[-1]
     target = next((lm_dir / "lm").glob("*.safetensors"))
     target.unlink()  # (the loaded model may memory-map the old file: replace it, don't truncate it in place)

@@ -18,6 +18,9 @@ class Budget:
     vit_dim: int = 128
     vit_depth: int = 4
     vit_heads: int = 4
+    # position embeddings of both ViTs and the MAE decoder: fixed 2-D sin-cos (MAE) or learned (CLIP). Learned
+    # ones stay at their tiny init here, because captions never name positions (see data/README.md, note 8)
+    vit_pos_embed: str = "sincos"
     mae_dec_dim: int = 64
     mae_dec_depth: int = 2
     # MAE target: pixels normalised per patch (MAE's norm_pix_loss) or plain. Plain here: per-patch normalisation

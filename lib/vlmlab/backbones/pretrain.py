@@ -66,7 +66,13 @@ def pretrain_lm(world: World, b: Budget, device, progress=True) -> tuple[LlamaFo
 def new_vision_encoder(world: World, b: Budget, patch: int | None = None) -> VisionEncoder:
     """A ViT of the budget's shape; ``patch`` defaults to the CL encoder's (``b.vit_patch``)."""
     return VisionEncoder(make_vit(world.config.image_size, patch or b.vit_patch, b.vit_dim, b.vit_depth,
-                                  b.vit_heads))
+                                  b.vit_heads, b.vit_pos_embed))
+
+
+def new_mae_decoder(b: Budget, n_patches: int) -> MAEDecoder:
+    """The MAE decoder of the budget's shape for an encoder of ``n_patches`` patches of ``b.mim_patch`` px."""
+    return MAEDecoder(b.vit_dim, b.mae_dec_dim, b.mae_dec_depth, max(1, b.mae_dec_dim // 32), n_patches,
+                      b.mim_patch ** 2 * 3, b.vit_pos_embed)
 
 
 def pretrain_cl(world: World, b: Budget, device, progress=True) -> tuple[VisionEncoder, list[float]]:
@@ -96,8 +102,7 @@ def pretrain_mim(world: World, b: Budget, device, progress=True) -> tuple[Vision
     torch.manual_seed(PRETRAIN_SEED + 2)
     enc = new_vision_encoder(world, b, b.mim_patch).to(device)
     n_patches = enc.grid ** 2  # 64 with 8-px patches on 64-px images: an object covers about 2x2 of them
-    dec = MAEDecoder(b.vit_dim, b.mae_dec_dim, b.mae_dec_depth, max(1, b.mae_dec_dim // 32), n_patches,
-                     b.mim_patch ** 2 * 3).to(device)
+    dec = new_mae_decoder(b, n_patches).to(device)
     gen = torch.Generator(device=device).manual_seed(PRETRAIN_SEED)
 
     def loss(step):

@@ -19,7 +19,7 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 from ..budgets import Budget
 from ..world import World, WorldConfig
 from . import cache
-from .pretrain import make_lm, new_vision_encoder, pretrain_cl, pretrain_lm, pretrain_mim
+from .pretrain import make_lm, new_mae_decoder, new_vision_encoder, pretrain_cl, pretrain_lm, pretrain_mim
 from .vision import MAEDecoder, VisionEncoder
 
 KINDS = ("lm", "cl", "mim")
@@ -131,8 +131,7 @@ def load_backbones(world_config: WorldConfig | None = None, budget: Budget | Non
     cl.load_state_dict(load_file(paths["cl"] / "vit.safetensors"))
     mim = new_vision_encoder(world, b, b.mim_patch)
     mim.load_state_dict(load_file(paths["mim"] / "vit.safetensors"))
-    dec = MAEDecoder(b.vit_dim, b.mae_dec_dim, b.mae_dec_depth, max(1, b.mae_dec_dim // 32), mim.grid ** 2,
-                     b.mim_patch ** 2 * 3)
+    dec = new_mae_decoder(b, mim.grid ** 2)
     dec.load_state_dict(load_file(paths["mim"] / "decoder.safetensors"))
     bb = Backbones(world.tokenizer, lm, cl.eval(), mim.eval(), dec.eval(), b.mim_patch, b.mim_mask_ratio,
                    {k: str(v) for k, v in paths.items()}, losses, b.mae_norm_pix)

@@ -15,10 +15,41 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 
-def make_vit(image_size: int, patch: int, dim: int, depth: int, heads: int) -> nn.Module:
-    return timm.create_model(
+POS_EMBEDS = ("sincos", "learned")
+
+
+def sincos_2d(grid: int, dim: int, n_prefix: int = 1) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embeddings (MAE, MoCo v3): [1, n_prefix + grid**2, dim], prefix rows zero.
+
+    Half of the channels encode the row, half the column, each as sin and cos of the index at dim/4 frequencies.
+    Every token gets a vector of norm sqrt(dim/2), comparable to a patch embedding, so the position survives
+    into the features whether or not the pretraining objective needs it (captions here never name positions).
+    """
+    if dim % 4:
+        raise ValueError(f"sin-cos position embeddings need a width divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))  # [dim/4]
+    idx = torch.arange(grid, dtype=torch.float64)
+    rows, cols = torch.meshgrid(idx, idx, indexing="ij")  # [grid, grid]: raster order, as the patch tokens
+
+    def enc(pos):  # [grid*grid] -> [grid*grid, dim/2]
+        a = pos.flatten()[:, None] * omega[None]
+        return torch.cat([a.sin(), a.cos()], dim=1)
+
+    body = torch.cat([enc(rows), enc(cols)], dim=1)  # [grid*grid, dim]
+    return torch.cat([torch.zeros(n_prefix, dim, dtype=torch.float64), body]).float()[None]
+
+
+def make_vit(image_size: int, patch: int, dim: int, depth: int, heads: int, pos_embed: str = "learned") -> nn.Module:
+    """A timm ViT; ``pos_embed="sincos"`` replaces its learned position embeddings by fixed 2-D sin-cos ones."""
+    if pos_embed not in POS_EMBEDS:
+        raise ValueError(f"pos_embed={pos_embed!r}; allowed values: {POS_EMBEDS}")
+    vit = timm.create_model(
         "vit_tiny_patch16_224", pretrained=False, img_size=image_size, patch_size=patch, embed_dim=dim,
         depth=depth, num_heads=heads, num_classes=0, global_pool="avg", class_token=True)
+    if pos_embed == "sincos":
+        vit.pos_embed.data.copy_(sincos_2d(vit.patch_embed.grid_size[0], dim, vit.num_prefix_tokens))
+        vit.pos_embed.requires_grad_(False)
+    return vit
 
 
 class VisionEncoder(nn.Module):
@@ -118,8 +149,11 @@ class VisionEncoder(nn.Module):
 class MAEDecoder(nn.Module):
     """The MAE decoder: visible tokens + mask tokens, back in image order, predict every patch's pixels."""
 
-    def __init__(self, enc_dim: int, dim: int, depth: int, heads: int, n_patches: int, patch_pixels: int):
+    def __init__(self, enc_dim: int, dim: int, depth: int, heads: int, n_patches: int, patch_pixels: int,
+                 pos_embed: str = "learned"):
         super().__init__()
+        if pos_embed not in POS_EMBEDS:
+            raise ValueError(f"pos_embed={pos_embed!r}; allowed values: {POS_EMBEDS}")
         self.embed = nn.Linear(enc_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos = nn.Parameter(torch.zeros(1, 1 + n_patches, dim))
@@ -128,6 +162,9 @@ class MAEDecoder(nn.Module):
         self.head = nn.Linear(dim, patch_pixels)
         nn.init.normal_(self.mask_token, std=0.02)
         nn.init.normal_(self.pos, std=0.02)
+        if pos_embed == "sincos":  # MAE's decoder: fixed 2-D sin-cos, so each mask token knows where it is
+            self.pos.data.copy_(sincos_2d(math.isqrt(n_patches), dim))
+            self.pos.requires_grad_(False)
 
     def forward(self, tokens: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
         """tokens [B, 1+keep, enc_dim] -> pixel predictions [B, N, patch_pixels]."""
