@@ -100,6 +100,22 @@ def test_fit_probes_tidy_table_and_static_views(world, tiny_backbones, live_widg
         fit_probes(enc, world, [-1], train_scenes=4, test_scenes=2, attributes=("position",))
 
 
+def test_position_probes_read_the_cell_from_sincos_tokens_and_not_from_raw_pixels(world, tiny_backbones):
+    from vlmlab.probes import POSITION, fit_probes, object_table
+
+    objs = object_table(world.samples("test", 0, 5), POSITION)
+    assert objs.classes["row"][0] == "r0" and (objs.labels["col"] == objs.col).all()
+    table, _ = fit_probes({"CL": tiny_backbones.cl}, world, [0], train_scenes=150, test_scenes=100,
+                          attributes=POSITION)
+    acc = table.set_index(["encoder", "attribute"])["accuracy"]
+    chance = table.set_index(["encoder", "attribute"])["chance"]
+    for a in POSITION:
+        # untrained weights, but the fixed sin-cos code is in every token: the cell is linearly readable ...
+        assert acc[("CL", a)] > 75, table
+        # ... while a cell's pixels look the same wherever the cell is
+        assert acc[("pixels", a)] < chance[("pixels", a)] + 15 < acc[("CL", a)] - 30, table
+
+
 def test_interactive_views_are_widgets_live_and_a_note_in_batch_runs(world, monkeypatch):
     import ipywidgets as W
     from IPython.display import Markdown

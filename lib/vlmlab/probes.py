@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from .world import Sample, World
 
 ATTRIBUTES = ("color", "shape", "size", "texture")
+POSITION = ("row", "col")  # where the object is: a token knows it only if the ViT's position embeddings survive
 METHODS = ("logistic", "ridge")
 
 
@@ -48,15 +49,25 @@ class ObjectTable:
         return len(self.sample)
 
 
+def _check_targets(attributes) -> None:
+    bad = [a for a in attributes if a not in ATTRIBUTES + POSITION]
+    if bad:
+        raise ValueError(f"attributes={bad} unknown; allowed: {ATTRIBUTES + POSITION}")
+
+
 def object_table(samples: list[Sample], attributes=ATTRIBUTES) -> ObjectTable:
+    """One row per object; ``attributes`` may include the object's cell, ``"row"`` and ``"col"`` (classes r0.., c0..)."""
+    _check_targets(attributes)
     world = samples[0].world
-    classes = {a: tuple(getattr(world, a + "s")) for a in attributes}  # world.colors, world.shapes, ...
+    classes = {a: tuple(f"{a[0]}{i}" for i in range(world.grid)) if a in POSITION else tuple(getattr(world, a + "s"))
+               for a in attributes}  # world.colors, world.shapes, ...; r0..r3, c0..c3
     rows = [(i, o) for i, s in enumerate(samples) for o in s.scene]
+    value = lambda o, a: getattr(o, a) if a in POSITION else classes[a].index(getattr(o, a))  # noqa: E731
     return ObjectTable(
         sample=np.array([i for i, _ in rows], dtype=np.int64),
         row=np.array([o.row for _, o in rows], dtype=np.int64),
         col=np.array([o.col for _, o in rows], dtype=np.int64),
-        labels={a: np.array([classes[a].index(getattr(o, a)) for _, o in rows], dtype=np.int64) for a in attributes},
+        labels={a: np.array([value(o, a) for _, o in rows], dtype=np.int64) for a in attributes},
         classes=classes,
     )
 
@@ -178,7 +189,8 @@ def default_scenes(budget) -> tuple[int, int]:
 def fit_probes(encoders: dict, world: World, blocks=None, *, train_scenes: int = 2000, test_scenes: int = 1000,
                attributes=ATTRIBUTES, splits=("test",), method: str = "logistic", l2_grid=L2_GRID,
                pixels: bool = True) -> tuple[pd.DataFrame, dict]:
-    """Fit a probe per (encoder, block, attribute); score it on held-out scenes.
+    """Fit a probe per (encoder, block, attribute); score it on held-out scenes. ``attributes`` may also name
+    the object's cell (:data:`POSITION`: ``"row"``, ``"col"``).
 
     encoders: name -> VisionEncoder (e.g. ``{"CL": bb.cl, "MIM": bb.mim}``). blocks: 0-based block indices
     (negative counts from the end; None = every block). Probes train on the objects of ``train_scenes`` train
@@ -187,9 +199,7 @@ def fit_probes(encoders: dict, world: World, blocks=None, *, train_scenes: int =
     Returns the tidy table (one row per encoder, block, attribute and split: held-out accuracy and chance = the
     majority class's share of the scored objects, both in %) and the probes keyed by (encoder, block, attribute).
     """
-    bad = [a for a in attributes if a not in ATTRIBUTES]
-    if bad:
-        raise ValueError(f"attributes={bad} unknown; allowed: {ATTRIBUTES}")
+    _check_targets(attributes)
     bad = [s for s in splits if s not in ("val", "test", "compositional")]
     if bad:
         raise ValueError(f"splits={bad}; allowed: ('val', 'test', 'compositional')")
@@ -254,5 +264,5 @@ def probe_predictions(encoders: dict, probes: dict, samples: list[Sample], block
     return pd.DataFrame(rows)
 
 
-__all__ = ["ATTRIBUTES", "METHODS", "ObjectTable", "object_table", "cell_features", "Probe", "fit_probe",
+__all__ = ["ATTRIBUTES", "POSITION", "METHODS", "ObjectTable", "object_table", "cell_features", "Probe", "fit_probe",
            "fit_probe_cv", "fit_probes", "probe_table", "probe_predictions", "default_scenes"]
