@@ -246,6 +246,7 @@ def test_ablation_plot_draws_sd_error_bars_seeds_floor_and_ceiling(tmp_path, liv
     plt.close(fig)
     dfig = S.diagnostic_plot(S.diagnostics_frame(st), "K", ["ovis_effective_entries"])
     assert dfig.axes[0].patches
+    assert dfig.axes[0].get_title() == "ovis effective entries" and dfig.axes[0].get_ylabel() == "effective entries"
     plt.close(dfig)
     assert S.explorer(f, "K").children  # the widget builds without a front end
 

@@ -676,7 +676,8 @@ def ablation_plot(frame: pd.DataFrame, x: str, hue: str | None = None, *, split:
 def diagnostic_plot(frame: pd.DataFrame, x: str, keys, hue: str | None = None, *, order=None, title=None,
                     xlabel=None, labels: dict | None = None):
     """One panel per diagnostic (a :func:`diagnostics_frame`): mean over seeds as bars, sd as error bars, the
-    seeds as points. ``labels``: diagnostic -> y-axis label. Diagnostics absent from the frame are skipped."""
+    seeds as points. ``labels``: diagnostic -> y-axis label (default: the key without its arch prefix, in words).
+    Diagnostics absent from the frame are skipped."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -701,8 +702,8 @@ def diagnostic_plot(frame: pd.DataFrame, x: str, keys, hue: str | None = None, *
         sns.stripplot(data=dk, x=x, y="value", order=present, hue=hue, hue_order=hue_order,
                       dodge=hue is not None, palette=["black"] * len(hue_order) if hue else None,
                       color=None if hue else "black", size=3.5, jitter=0.12, ax=ax, legend=False)
-        ax.set_title(k, fontsize=11)
-        ax.set_ylabel((labels or {}).get(k, k), fontsize=10)
+        ax.set_title(k.replace("_", " "), fontsize=11)  # "ovis effective entries", not the record's key
+        ax.set_ylabel((labels or {}).get(k, k.split("_", 1)[-1].replace("_", " ")), fontsize=10)
         ax.set_xlabel(xlabel or x, fontsize=10)
     fig.suptitle(title or f"diagnostics vs {x}\n(bars: mean, error bars: sd over seeds, points: seeds)", fontsize=11)
     return fig
