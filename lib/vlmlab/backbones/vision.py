@@ -39,16 +39,21 @@ def sincos_2d(grid: int, dim: int, n_prefix: int = 1) -> torch.Tensor:
     return torch.cat([torch.zeros(n_prefix, dim, dtype=torch.float64), body]).float()[None]
 
 
+def _position_embeddings(param: nn.Parameter, kind: str, grid: int, n_prefix: int) -> None:
+    """Keep ``param`` learned, or overwrite it with fixed 2-D sin-cos codes and freeze it (``kind="sincos"``)."""
+    if kind not in POS_EMBEDS:
+        raise ValueError(f"pos_embed={kind!r}; allowed values: {POS_EMBEDS}")
+    if kind == "sincos":
+        param.data.copy_(sincos_2d(grid, param.shape[-1], n_prefix))
+        param.requires_grad_(False)
+
+
 def make_vit(image_size: int, patch: int, dim: int, depth: int, heads: int, pos_embed: str = "learned") -> nn.Module:
     """A timm ViT; ``pos_embed="sincos"`` replaces its learned position embeddings by fixed 2-D sin-cos ones."""
-    if pos_embed not in POS_EMBEDS:
-        raise ValueError(f"pos_embed={pos_embed!r}; allowed values: {POS_EMBEDS}")
     vit = timm.create_model(
         "vit_tiny_patch16_224", pretrained=False, img_size=image_size, patch_size=patch, embed_dim=dim,
         depth=depth, num_heads=heads, num_classes=0, global_pool="avg", class_token=True)
-    if pos_embed == "sincos":
-        vit.pos_embed.data.copy_(sincos_2d(vit.patch_embed.grid_size[0], dim, vit.num_prefix_tokens))
-        vit.pos_embed.requires_grad_(False)
+    _position_embeddings(vit.pos_embed, pos_embed, vit.patch_embed.grid_size[0], vit.num_prefix_tokens)
     return vit
 
 
@@ -152,8 +157,6 @@ class MAEDecoder(nn.Module):
     def __init__(self, enc_dim: int, dim: int, depth: int, heads: int, n_patches: int, patch_pixels: int,
                  pos_embed: str = "learned"):
         super().__init__()
-        if pos_embed not in POS_EMBEDS:
-            raise ValueError(f"pos_embed={pos_embed!r}; allowed values: {POS_EMBEDS}")
         self.embed = nn.Linear(enc_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos = nn.Parameter(torch.zeros(1, 1 + n_patches, dim))
@@ -162,9 +165,8 @@ class MAEDecoder(nn.Module):
         self.head = nn.Linear(dim, patch_pixels)
         nn.init.normal_(self.mask_token, std=0.02)
         nn.init.normal_(self.pos, std=0.02)
-        if pos_embed == "sincos":  # MAE's decoder: fixed 2-D sin-cos, so each mask token knows where it is
-            self.pos.data.copy_(sincos_2d(math.isqrt(n_patches), dim))
-            self.pos.requires_grad_(False)
+        # MAE's decoder: fixed 2-D sin-cos, so each mask token knows which patch it stands for
+        _position_embeddings(self.pos, pos_embed, math.isqrt(n_patches), n_prefix=1)
 
     def forward(self, tokens: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
         """tokens [B, 1+keep, enc_dim] -> pixel predictions [B, N, patch_pixels]."""
