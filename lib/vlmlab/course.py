@@ -350,12 +350,22 @@ def _fmt_seconds(s: float | None) -> str:
     return f"{s / 3600:.2f} h"
 
 
+def _widget_models(state) -> dict:
+    """model id -> model, from a notebook's saved widget state."""
+    return state.get("state", {}) if isinstance(state, dict) else {}
+
+
+def _child_ids(model: dict) -> list[str]:
+    """The model ids of a container widget's children (saved as "IPY_MODEL_<id>" references)."""
+    return [c[len("IPY_MODEL_"):] for c in model.get("state", {}).get("children", []) or []
+            if isinstance(c, str) and c.startswith("IPY_MODEL_")]
+
+
 def _progress_note(view: dict, state: dict) -> str | None:
     """A tqdm progress bar (an HBox of HTML, FloatProgress, HTML) as it ended: a static bar and its text.
     None when the view is not a progress bar."""
-    models = state.get("state", {}) if isinstance(state, dict) else {}
-    box = models.get(view.get("model_id", ""), {})
-    kids = [models.get(str(c)[len("IPY_MODEL_"):], {}) for c in box.get("state", {}).get("children", []) or []]
+    models = _widget_models(state)
+    kids = [models.get(i, {}) for i in _child_ids(models.get(view.get("model_id", ""), {}))]
     bars = [k for k in kids if k.get("model_name") in ("FloatProgressModel", "IntProgressModel")]
     if len(bars) != 1:
         return None
@@ -369,7 +379,7 @@ def _progress_note(view: dict, state: dict) -> str | None:
 
 def _widget_note(view: dict, state: dict) -> str:
     """A static stand-in for a widget view: what it is and the values its controls had when executed."""
-    models = state.get("state", {}) if isinstance(state, dict) else {}
+    models = _widget_models(state)
     controls = []
 
     def walk(model_id: str, depth: int = 0):
@@ -386,9 +396,8 @@ def _widget_note(view: dict, state: dict) -> str:
             idx = s["index"]
             value = labels[idx] if isinstance(idx, int) and 0 <= idx < len(labels) else idx
             controls.append(f"{desc} = {value} (one of {', '.join(map(str, labels))})")
-        for child in s.get("children", []) or []:
-            if isinstance(child, str) and child.startswith("IPY_MODEL_"):
-                walk(child[len("IPY_MODEL_"):], depth + 1)
+        for child in _child_ids(m):
+            walk(child, depth + 1)
 
     walk(view.get("model_id", ""))
     ctl = ("<div class='controls'>controls as executed: " + html.escape("; ".join(controls)) + "</div>"
