@@ -114,3 +114,29 @@ def test_batch_labels_supervise_the_answer(world):
         ans = b["labels"][i, b["answer_pos"][i]].item()
         assert tok.convert_ids_to_tokens(ans) == world.sample("train", i).qa.answer
     assert b["pixel_values"].shape == (8, 3, 64, 64) and 0 <= b["pixel_values"].min() <= b["pixel_values"].max() <= 1
+
+
+def test_ask_more_skips_only_categories_no_question_could_ask(world):
+    """ask_more stops at a category the scene cannot answer instead of burning its retries; that shortcut must
+    agree with trying every templated question of the category (otherwise it would change the LM's data)."""
+    from vlmlab.world.questions import _askable, ask_more, solve
+
+    w = world.config
+    every = {
+        "attribute": [f"what color is the {s} ?" for s in w.shapes],
+        "object": [f"what shape is the {c} object ?" for c in w.colors],
+        "texture": [f"what texture is the {c} object ?" for c in w.colors],
+        "spatial": [f"is the {a} {rel} the {b} ?" for a in w.shapes for b in w.shapes for rel in ("left of", "above")],
+        "comparison": [q for a in w.shapes for b in w.shapes
+                       for q in (f"is the {a} bigger than the {b} ?", f"is the {a} the same color as the {b} ?")],
+    }
+    seen = Counter()
+    for i in range(300):
+        scene = world.sample("train", i).scene
+        askable = _askable(scene)
+        for cat, questions in every.items():
+            assert askable[cat] == any(solve(q, scene) is not None for q in questions), (cat, scene)
+            seen[askable[cat]] += 1
+        more = ask_more(np.random.default_rng(i), w, scene, 8)
+        assert all(solve(q, scene) == a for q, a in more)
+    assert seen[True] and seen[False]  # both branches were exercised

@@ -220,15 +220,27 @@ def solve(question: str, scene) -> str | None:
     raise ValueError(f"not a template question: {question!r}")
 
 
+def _askable(scene) -> dict[str, bool]:
+    """Which categories can have a well-posed question on this scene at all (see ``solve``): a question names its
+    referents by a shape or colour that must occur exactly once; a two-object question needs two such shapes."""
+    once = lambda values: sum(1 for v in set(values) if values.count(v) == 1)  # noqa: E731
+    shapes, colors = once([o.shape for o in scene]), once([o.color for o in scene])
+    return {"attribute": shapes >= 1, "object": colors >= 1, "texture": colors >= 1, "spatial": shapes >= 2,
+            "comparison": shapes >= 2}
+
+
 def ask_more(rng: np.random.Generator, w: WorldConfig, scene, k: int) -> list[tuple[str, str]]:
     """k further well-posed questions (with answers) about a given scene, any category; referents are drawn
     from the scene's own objects half of the time so that yes-answers and non-zero counts are common."""
     out = []
     cats = [_pick(rng, CATEGORIES) for _ in range(k)]  # categories first, so ill-posed ones are not rarer
+    askable = _askable(scene)
     for _ in range(50 * k):
         if len(out) == k:
             break
         cat = cats[len(out)]
+        if not askable.get(cat, True):  # no draw could ever be well-posed: the retries would only burn time
+            break
         pick_obj = lambda: scene[int(rng.integers(len(scene)))]  # noqa: E731
         rand_s = lambda: pick_obj().shape if rng.random() < 0.5 else _pick(rng, w.shapes)  # noqa: E731
         rand_c = lambda: pick_obj().color if rng.random() < 0.5 else _pick(rng, w.colors)  # noqa: E731
