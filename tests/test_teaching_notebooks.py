@@ -116,6 +116,26 @@ def test_position_probes_read_the_cell_from_sincos_tokens_and_not_from_raw_pixel
         assert acc[("pixels", a)] < chance[("pixels", a)] + 15 < acc[("CL", a)] - 30, table
 
 
+def test_best_blocks_picks_each_encoders_best_block_per_attribute_and_keeps_pixels_apart():
+    import pandas as pd
+
+    from vlmlab.probes import best_blocks
+
+    table = pd.DataFrame([
+        {"encoder": "CL", "block": 0, "attribute": "row", "accuracy": 40.0},
+        {"encoder": "CL", "block": 2, "attribute": "row", "accuracy": 90.0},
+        {"encoder": "CL", "block": 0, "attribute": "col", "accuracy": 80.0},
+        {"encoder": "CL", "block": 2, "attribute": "col", "accuracy": 70.0},
+        {"encoder": "MIM", "block": 1, "attribute": "row", "accuracy": 60.0},
+        {"encoder": "pixels", "block": None, "attribute": "row", "accuracy": 99.0},
+    ])
+    best, pixels = best_blocks(table)
+    assert best.loc[("CL", "row"), "block"] == 2 and best.loc[("CL", "col"), "block"] == 0
+    assert best.loc[("MIM", "row"), "accuracy"] == 60.0
+    assert "pixels" not in best.index.get_level_values("encoder")  # the raw-pixel row never wins a block
+    assert pixels.loc["row", "accuracy"] == 99.0
+
+
 def test_interactive_views_are_widgets_live_and_a_note_in_batch_runs(world, monkeypatch):
     import ipywidgets as W
     from IPython.display import Markdown

@@ -240,6 +240,14 @@ def probe_table(encoders: dict, world: World, blocks=None, **kw) -> pd.DataFrame
     return fit_probes(encoders, world, blocks, **kw)[0]
 
 
+def best_blocks(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each encoder at its best probed block per attribute (indexed by encoder and attribute), and the raw-pixel
+    rows (indexed by attribute): what a notebook compares once the probes are fitted."""
+    feat = table[table["encoder"] != "pixels"]
+    best = feat.loc[feat.groupby(["encoder", "attribute"])["accuracy"].idxmax()].set_index(["encoder", "attribute"])
+    return best, table[table["encoder"] == "pixels"].set_index("attribute")
+
+
 def probe_predictions(encoders: dict, probes: dict, samples: list[Sample], block: int,
                       attributes=ATTRIBUTES) -> pd.DataFrame:
     """What each encoder's probes read from every object of the given scenes at one block: one row per
@@ -265,4 +273,4 @@ def probe_predictions(encoders: dict, probes: dict, samples: list[Sample], block
 
 
 __all__ = ["ATTRIBUTES", "POSITION", "METHODS", "ObjectTable", "object_table", "cell_features", "Probe", "fit_probe",
-           "fit_probe_cv", "fit_probes", "probe_table", "probe_predictions", "default_scenes"]
+           "fit_probe_cv", "fit_probes", "probe_table", "best_blocks", "probe_predictions", "default_scenes"]
