@@ -19,7 +19,7 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 from ..budgets import Budget
 from ..world import World, WorldConfig
 from . import cache
-from .pretrain import make_lm, new_mae_decoder, new_vision_encoder, pretrain_cl, pretrain_lm, pretrain_mim
+from .pretrain import PRETRAIN_SEED, make_lm, new_mae_decoder, new_vision_encoder, pretrain_cl, pretrain_lm, pretrain_mim
 from .vision import MAEDecoder, VisionEncoder
 
 KINDS = ("lm", "cl", "mim")
@@ -84,15 +84,19 @@ def _write(kind: str, parts: dict, losses: list[float], tok):
     return write
 
 
+def _resolve(world_config: WorldConfig | None, budget: Budget | None) -> tuple[WorldConfig, Budget, World]:
+    """The world and budget to pretrain for (defaults when None), and the world pretraining draws its data from."""
+    from ..budgets import DEFAULT
+
+    world_config = world_config or WorldConfig()
+    return world_config, budget or DEFAULT, World(world_config, seed=PRETRAIN_SEED)
+
+
 def ensure_backbones(world_config: WorldConfig | None = None, budget: Budget | None = None, *, device="cpu",
                      build: bool = True, progress: bool = True, root: Path | None = None) -> tuple[dict, dict]:
     """The cache entries of a budget's three backbones, building (with a message and a progress bar) those that
     are missing or corrupt; returns ``(paths, pretraining losses)`` by kind, without loading any model."""
-    from ..budgets import DEFAULT
-
-    world_config = world_config or WorldConfig()
-    b = budget or DEFAULT
-    world = World(world_config, seed=1234)
+    world_config, b, world = _resolve(world_config, budget)
     device = torch.device(device)
     keys = _keys(world_config, b)
     paths, losses = {}, {}
@@ -118,11 +122,7 @@ def ensure_backbones(world_config: WorldConfig | None = None, budget: Budget | N
 
 def load_backbones(world_config: WorldConfig | None = None, budget: Budget | None = None, *, device="cpu",
                    build: bool = True, progress: bool = True, root: Path | None = None) -> Backbones:
-    from ..budgets import DEFAULT
-
-    world_config = world_config or WorldConfig()
-    b = budget or DEFAULT
-    world = World(world_config, seed=1234)
+    world_config, b, world = _resolve(world_config, budget)
     device = torch.device(device)
     paths, losses = ensure_backbones(world_config, b, device=device, build=build, progress=progress, root=root)
 
