@@ -1,9 +1,10 @@
 """Throughput benchmarks (not timed tests): world generation, LLaVA training samples/s in fp32 and bf16
-autocast at a budget, and the machine's measured matmul peak beside them (model FLOP utilisation).
+autocast at a budget, the text LM's pretraining step (its data and its model step apart: most of a first
+`make run`), and the machine's measured matmul peak beside them (model FLOP utilisation).
 
-    python benchmarks/run_all.py [--budget default] [--steps 30]
+    python benchmarks/run_all.py [--budget default] [--steps 30] [--output FILE]
 
-Prints a table and writes benchmarks/results-<budget>.json.
+Prints a table and writes benchmarks/results-<budget>.json (or FILE).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vlmlab.archs import build
 from vlmlab.backbones import load_backbones
+from vlmlab.backbones.pretrain import PRETRAIN_SEED, lm_batch, lm_loss, make_lm
 from vlmlab.budgets import get_budget
 from vlmlab.device import autocast, pick_device, seed_everything
 from vlmlab.runs import make_data
@@ -66,23 +68,53 @@ def train_rate(budget, precision: str, steps: int, device) -> dict:
         loss.backward()
         opt.step()
 
+    flops, dt = _timed_steps(step, batches)
+    return {"samples_per_s": budget.vlm_batch / dt, "step_s": dt, "gflop_per_step": flops / 1e9,
+            "achieved_gflops": flops / dt / 1e9}
+
+
+def _timed_steps(step, batches) -> tuple[float, float]:
+    """(FLOPs of one step, mean seconds per step over ``batches`` after three warm-up steps)."""
     with FlopCounterMode(display=False) as fc:
         step(batches[0])
-    flops = fc.get_total_flops()
     for b in batches[:3]:
         step(b)
     t = time.perf_counter()
     for b in batches:
         step(b)
-    dt = (time.perf_counter() - t) / steps
-    return {"samples_per_s": budget.vlm_batch / dt, "step_s": dt, "gflop_per_step": flops / 1e9,
-            "achieved_gflops": flops / dt / 1e9}
+    return fc.get_total_flops(), (time.perf_counter() - t) / len(batches)
+
+
+def lm_pretrain_rate(budget, steps: int, device) -> dict:
+    """The text LM's pretraining: seconds per batch of text (generated as in pretraining) and per fp32 step."""
+    world = World(seed=PRETRAIN_SEED)
+    tok = world.tokenizer
+    t = time.perf_counter()
+    batches = [lm_batch(world, budget, i) for i in range(steps)]
+    data_s = (time.perf_counter() - t) / steps
+    torch.manual_seed(0)
+    lm = make_lm(len(tok), budget, tok.pad_token_id, tok.bos_token_id, tok.eos_token_id).to(device)
+    opt = torch.optim.AdamW(lm.parameters(), lr=1e-4)
+    answer_id = tok.convert_tokens_to_ids("answer")
+
+    def step(b):
+        loss = lm_loss(lm, b, budget, answer_id, device)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    flops, dt = _timed_steps(step, batches)
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches) / steps
+    padded = sum(b["input_ids"].numel() for b in batches) / steps
+    return {"data_s_per_batch": data_s, "step_s": dt, "gflop_per_step": flops / 1e9, "achieved_gflops": flops / dt / 1e9,
+            "real_token_share": tokens / padded, "projected_pretrain_min": budget.lm_steps * (data_s + dt) / 60}
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget", default="default")
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--output", type=Path, default=None, help="where to write the JSON results")
     a = ap.parse_args()
     device = pick_device()
     budget = get_budget(a.budget)
@@ -96,7 +128,10 @@ def main():
         r = train_rate(budget, prec, a.steps, device)
         r["fraction_of_peak"] = r["achieved_gflops"] / res["matmul_peak_gflops"][peak_key]
         res["llava_train"][prec] = r
-    out = Path(__file__).with_name(f"results-{a.budget}.json")
+    lm = lm_pretrain_rate(budget, a.steps, device)
+    lm["fraction_of_peak"] = lm["achieved_gflops"] / res["matmul_peak_gflops"]["fp32"]
+    res["lm_pretrain"] = lm
+    out = a.output or Path(__file__).with_name(f"results-{a.budget}.json")
     out.write_text(json.dumps(res, indent=1))
     print(f"world generation: {res['world_samples_per_s']:.0f} samples/s (rendered + tokenized)")
     for k, v in res["matmul_peak_gflops"].items():
@@ -104,6 +139,10 @@ def main():
     for k, r in res["llava_train"].items():
         print(f"LLaVA training ({a.budget}, {k}): {r['samples_per_s']:.0f} samples/s, {r['gflop_per_step']:.2f} "
               f"GFLOP/step, {r['achieved_gflops']:.1f} GFLOP/s = {100 * r['fraction_of_peak']:.1f}% of the {k} peak")
+    print(f"LM pretraining ({a.budget}, fp32): {lm['data_s_per_batch']:.3f} s to generate a batch of text, "
+          f"{lm['step_s']:.3f} s per step ({100 * lm['real_token_share']:.0f}% of the padded tokens real), "
+          f"{lm['achieved_gflops']:.1f} GFLOP/s = {100 * lm['fraction_of_peak']:.1f}% of the fp32 peak; "
+          f"{budget.lm_steps} steps = {lm['projected_pretrain_min']:.1f} min")
     print(f"written to {out}")
 
 

@@ -41,26 +41,36 @@ def pretrain_lm(world: World, b: Budget, device, progress=True) -> tuple[LlamaFo
     answer_id = tok.convert_tokens_to_ids("answer")
 
     def loss(step):
-        batch = world.batch("scene_lm", "train", step * b.lm_batch, b.lm_batch, with_images=False,
-                            extra_questions=b.lm_extra_questions)
-        ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
-        logits = lm(input_ids=ids, attention_mask=batch["attention_mask"].to(device)).logits[:, :-1].float()
-        target = labels[:, 1:]
-        ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100, reduction="none")
-        ce = ce.view_as(target)
-        valid = target != -100
-        # answers are one token in ~20: weigh them up, they carry the reasoning the oracle needs
-        is_answer = torch.zeros_like(valid)
-        is_answer[:, 1:] = ids[:, 1:-1] == answer_id  # ids[t] == "answer", ids[t+1] == ":", target t+1 = answer
-        is_answer = torch.roll(is_answer, 1, dims=1) & valid
-        loss = ce[valid].mean()
-        if is_answer.any():
-            loss = loss + b.lm_answer_weight * ce[is_answer].mean()
-        return loss
+        return lm_loss(lm, lm_batch(world, b, step), b, answer_id, device)
 
     losses = optimize(lm.parameters(), loss, b.lm_steps, b.lm_lr, desc="pretrain LM (text only)", device=device,
                       progress=progress, weight_decay=0.01)
     return lm.eval(), losses
+
+
+def lm_batch(world: World, b: Budget, step: int) -> dict:
+    """The text LM's pretraining batch number ``step``: scene texts, each followed by several questions."""
+    return world.batch("scene_lm", "train", step * b.lm_batch, b.lm_batch, with_images=False,
+                       extra_questions=b.lm_extra_questions)
+
+
+def lm_loss(lm: LlamaForCausalLM, batch: dict, b: Budget, answer_id: int, device) -> torch.Tensor:
+    """Next-token loss over the whole sequence plus ``b.lm_answer_weight`` times the loss on the answer tokens
+    (the token after ``answer_id`` and its colon)."""
+    ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
+    logits = lm(input_ids=ids, attention_mask=batch["attention_mask"].to(device)).logits[:, :-1].float()
+    target = labels[:, 1:]
+    ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100, reduction="none")
+    ce = ce.view_as(target)
+    valid = target != -100
+    # answers are one token in ~20: weigh them up, they carry the reasoning the oracle needs
+    is_answer = torch.zeros_like(valid)
+    is_answer[:, 1:] = ids[:, 1:-1] == answer_id  # ids[t] == "answer", ids[t+1] == ":", target t+1 = answer
+    is_answer = torch.roll(is_answer, 1, dims=1) & valid
+    loss = ce[valid].mean()
+    if is_answer.any():
+        loss = loss + b.lm_answer_weight * ce[is_answer].mean()
+    return loss
 
 
 def new_vision_encoder(world: World, b: Budget, patch: int | None = None) -> VisionEncoder:

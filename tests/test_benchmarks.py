@@ -1,0 +1,28 @@
+"""The benchmark script runs end to end and reports consistent numbers (at the smoke budget; the measured
+default-budget numbers live in benchmarks/results-default.json)."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmarks_report_world_llava_and_lm_pretraining_rates(tmp_path, smoke_budget):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--budget", "smoke", "--steps", "4",
+                           "--output", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["world_samples_per_s"] > 0
+    for prec in ("fp32", "bf16"):
+        r = res["llava_train"][prec]
+        assert r["samples_per_s"] == smoke_budget.vlm_batch / r["step_s"] > 0
+        assert math.isclose(r["achieved_gflops"], r["gflop_per_step"] / r["step_s"])
+    lm = res["lm_pretrain"]
+    assert lm["gflop_per_step"] > 0 and 0 < lm["real_token_share"] <= 1
+    assert math.isclose(lm["projected_pretrain_min"], smoke_budget.lm_steps * (lm["data_s_per_batch"] + lm["step_s"]) / 60)
+    assert "LM pretraining (smoke, fp32)" in proc.stdout
