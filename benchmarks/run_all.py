@@ -106,7 +106,8 @@ def lm_pretrain_rate(budget, steps: int, device) -> dict:
     flops, dt = _timed_steps(step, batches)
     tokens = sum(int(b["attention_mask"].sum()) for b in batches) / steps
     padded = sum(b["input_ids"].numel() for b in batches) / steps
-    return {"data_s_per_batch": data_s, "step_s": dt, "gflop_per_step": flops / 1e9, "achieved_gflops": flops / dt / 1e9,
+    return {"data_s_per_batch": data_s, "step_s": dt, "gflop_per_step": flops / 1e9,
+            "achieved_gflops": flops / dt / 1e9,
             "real_token_share": tokens / padded, "projected_pretrain_min": budget.lm_steps * (data_s + dt) / 60}
 
 

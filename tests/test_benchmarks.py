@@ -24,5 +24,6 @@ def test_benchmarks_report_world_llava_and_lm_pretraining_rates(tmp_path, smoke_
         assert math.isclose(r["achieved_gflops"], r["gflop_per_step"] / r["step_s"])
     lm = res["lm_pretrain"]
     assert lm["gflop_per_step"] > 0 and 0 < lm["real_token_share"] <= 1
-    assert math.isclose(lm["projected_pretrain_min"], smoke_budget.lm_steps * (lm["data_s_per_batch"] + lm["step_s"]) / 60)
+    per_step = lm["data_s_per_batch"] + lm["step_s"]
+    assert math.isclose(lm["projected_pretrain_min"], smoke_budget.lm_steps * per_step / 60)
     assert "LM pretraining (smoke, fp32)" in proc.stdout

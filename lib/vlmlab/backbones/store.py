@@ -19,7 +19,8 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 from ..budgets import Budget
 from ..world import World, WorldConfig
 from . import cache
-from .pretrain import PRETRAIN_SEED, make_lm, new_mae_decoder, new_vision_encoder, pretrain_cl, pretrain_lm, pretrain_mim
+from .pretrain import (PRETRAIN_SEED, make_lm, new_mae_decoder, new_vision_encoder, pretrain_cl, pretrain_lm,
+                       pretrain_mim)
 from .vision import MAEDecoder, VisionEncoder
 
 KINDS = ("lm", "cl", "mim")
