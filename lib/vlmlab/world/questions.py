@@ -222,7 +222,8 @@ def solve(question: str, scene) -> str | None:
 
 def _askable(scene) -> dict[str, bool]:
     """Which categories can have a well-posed question on this scene at all (see ``solve``): a question names its
-    referents by a shape or colour that must occur exactly once; a two-object question needs two such shapes."""
+    referents by a shape or colour that must occur exactly once; a two-object question needs two such shapes.
+    Categories not listed (existence, counting, logical) can always be asked."""
     once = lambda values: sum(1 for v in set(values) if values.count(v) == 1)  # noqa: E731
     shapes, colors = once([o.shape for o in scene]), once([o.color for o in scene])
     return {"attribute": shapes >= 1, "object": colors >= 1, "texture": colors >= 1, "spatial": shapes >= 2,
