@@ -19,9 +19,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vlmlab.archs import build
 from vlmlab.backbones import load_backbones
-from vlmlab.backbones.pretrain import PRETRAIN_SEED, lm_batch, lm_loss, make_lm
+from vlmlab.backbones.pretrain import PRETRAIN_SEED, fp32_attention, lm_batch, lm_loss, make_lm
 from vlmlab.budgets import get_budget
-from vlmlab.device import autocast, pick_device, seed_everything
+from vlmlab.device import Compiled, autocast, pick_device, seed_everything
 from vlmlab.runs import make_data
 from vlmlab.train import set_trainable
 from vlmlab.world import World
@@ -68,25 +68,30 @@ def train_rate(budget, precision: str, steps: int, device) -> dict:
         loss.backward()
         opt.step()
 
-    flops, dt = _timed_steps(step, batches)
+    flops, _, dt = _timed_steps(step, batches)
     return {"samples_per_s": budget.vlm_batch / dt, "step_s": dt, "gflop_per_step": flops / 1e9,
             "achieved_gflops": flops / dt / 1e9}
 
 
-def _timed_steps(step, batches) -> tuple[float, float]:
-    """(FLOPs of one step, mean seconds per step over ``batches`` after three warm-up steps)."""
+def _timed_steps(step, batches, count=None) -> tuple[float, float, float]:
+    """(FLOPs of one step, seconds of the first step, mean seconds per step over ``batches`` after three warm-up
+    steps). ``count`` runs the step whose FLOPs are counted, when ``step`` itself cannot be (a compiled one)."""
     with FlopCounterMode(display=False) as fc:
-        step(batches[0])
-    for b in batches[:3]:
+        (count or step)(batches[0])
+    t = time.perf_counter()
+    step(batches[0])
+    first = time.perf_counter() - t
+    for b in batches[1:3]:
         step(b)
     t = time.perf_counter()
     for b in batches:
         step(b)
-    return fc.get_total_flops(), (time.perf_counter() - t) / len(batches)
+    return fc.get_total_flops(), first, (time.perf_counter() - t) / len(batches)
 
 
 def lm_pretrain_rate(budget, steps: int, device) -> dict:
-    """The text LM's pretraining: seconds per batch of text (generated as in pretraining) and per fp32 step."""
+    """The text LM's pretraining, run as ``pretrain_lm`` runs it (packed rows, ``budget.lm_precision``, compiled
+    when ``budget.lm_compile``): seconds per batch of text (generated and packed) and per model step."""
     world = World(seed=PRETRAIN_SEED)
     tok = world.tokenizer
     t = time.perf_counter()
@@ -97,18 +102,24 @@ def lm_pretrain_rate(budget, steps: int, device) -> dict:
     opt = torch.optim.AdamW(lm.parameters(), lr=1e-4)
     answer_id = tok.convert_tokens_to_ids("answer")
 
-    def step(b):
-        loss = lm_loss(lm, b, budget, answer_id, device)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    def step_with(forward):
+        def step(b):
+            with autocast(device, budget.lm_precision):
+                loss = lm_loss(forward, b, budget, answer_id, device)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return step
 
-    flops, dt = _timed_steps(step, batches)
-    tokens = sum(int(b["attention_mask"].sum()) for b in batches) / steps
-    padded = sum(b["input_ids"].numel() for b in batches) / steps
-    return {"data_s_per_batch": data_s, "step_s": dt, "gflop_per_step": flops / 1e9,
-            "achieved_gflops": flops / dt / 1e9,
-            "real_token_share": tokens / padded, "projected_pretrain_min": budget.lm_steps * (data_s + dt) / 60}
+    with fp32_attention(lm):
+        forward = Compiled(lm, enabled=budget.lm_compile)
+        flops, first, dt = _timed_steps(step_with(forward), batches, count=step_with(lm))
+    tokens = sum(b.get("real_tokens") or int(b["attention_mask"].sum()) for b in batches) / steps
+    laid_out = sum(b["input_ids"].numel() for b in batches) / steps
+    return {"precision": budget.lm_precision, "compiled": forward.compiled, "packed_row": budget.lm_pack,
+            "data_s_per_batch": data_s, "first_step_s": first, "step_s": dt, "gflop_per_step": flops / 1e9,
+            "achieved_gflops": flops / dt / 1e9, "real_token_share": tokens / laid_out,
+            "projected_pretrain_min": budget.lm_steps * (data_s + dt) / 60}
 
 
 def main():
@@ -130,7 +141,8 @@ def main():
         r["fraction_of_peak"] = r["achieved_gflops"] / res["matmul_peak_gflops"][peak_key]
         res["llava_train"][prec] = r
     lm = lm_pretrain_rate(budget, a.steps, device)
-    lm["fraction_of_peak"] = lm["achieved_gflops"] / res["matmul_peak_gflops"]["fp32"]
+    lm_peak = "bf16" if lm["precision"] == "bf16" else "fp32"  # its matmuls run in bf16 (attention in fp32)
+    lm["fraction_of_peak"] = lm["achieved_gflops"] / res["matmul_peak_gflops"][lm_peak]
     res["lm_pretrain"] = lm
     out = a.output or Path(__file__).with_name(f"results-{a.budget}.json")
     out.write_text(json.dumps(res, indent=1))
@@ -140,10 +152,13 @@ def main():
     for k, r in res["llava_train"].items():
         print(f"LLaVA training ({a.budget}, {k}): {r['samples_per_s']:.0f} samples/s, {r['gflop_per_step']:.2f} "
               f"GFLOP/step, {r['achieved_gflops']:.1f} GFLOP/s = {100 * r['fraction_of_peak']:.1f}% of the {k} peak")
-    print(f"LM pretraining ({a.budget}, fp32): {lm['data_s_per_batch']:.3f} s to generate a batch of text, "
-          f"{lm['step_s']:.3f} s per step ({100 * lm['real_token_share']:.0f}% of the padded tokens real), "
-          f"{lm['achieved_gflops']:.1f} GFLOP/s = {100 * lm['fraction_of_peak']:.1f}% of the fp32 peak; "
-          f"{budget.lm_steps} steps = {lm['projected_pretrain_min']:.1f} min")
+    how = f"{lm['precision']}, {'compiled' if lm['compiled'] else 'eager'}, " + (
+        f"rows packed to {lm['packed_row']} tokens" if lm["packed_row"] else "rows padded")
+    print(f"LM pretraining ({a.budget}, {how}): {lm['data_s_per_batch']:.3f} s to generate a batch of text, "
+          f"{lm['step_s']:.3f} s per step ({100 * lm['real_token_share']:.0f}% of the laid-out tokens real; first "
+          f"step {lm['first_step_s']:.1f} s), {lm['achieved_gflops']:.1f} GFLOP/s = "
+          f"{100 * lm['fraction_of_peak']:.1f}% of the {lm_peak} peak; {budget.lm_steps} steps = "
+          f"{lm['projected_pretrain_min']:.1f} min")
     print(f"written to {out}")
 
 

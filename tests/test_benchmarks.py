@@ -26,4 +26,5 @@ def test_benchmarks_report_world_llava_and_lm_pretraining_rates(tmp_path, smoke_
     assert lm["gflop_per_step"] > 0 and 0 < lm["real_token_share"] <= 1
     per_step = lm["data_s_per_batch"] + lm["step_s"]
     assert math.isclose(lm["projected_pretrain_min"], smoke_budget.lm_steps * per_step / 60)
-    assert "LM pretraining (smoke, fp32)" in proc.stdout
+    assert lm["precision"] == smoke_budget.lm_precision and lm["packed_row"] == smoke_budget.lm_pack
+    assert f"LM pretraining (smoke, {smoke_budget.lm_precision}, eager, rows packed" in proc.stdout

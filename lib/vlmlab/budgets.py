@@ -39,6 +39,12 @@ class Budget:
     lm_lr: float = 2e-3
     lm_extra_questions: int = 8  # further questions per pretraining scene (denser answer supervision)
     lm_answer_weight: float = 2.0  # extra weight of the answer tokens in the LM pretraining loss
+    # how the LM pretraining step runs (the same data and loss; data/README.md note 9): sequences packed several
+    # to a row of lm_pack tokens (0: one per row, padded), matmuls in bf16 autocast with attention in fp32, and
+    # torch.compile (eager when no compiler is found)
+    lm_pack: int = 320
+    lm_precision: str = "bf16"
+    lm_compile: bool = True
     cl_steps: int = 800
     cl_batch: int = 128
     cl_lr: float = 1e-3
@@ -68,8 +74,8 @@ DEFAULT = Budget("default")
 BUDGETS: dict[str, Budget] = {
     "smoke": Budget(
         "smoke", vit_dim=32, vit_depth=2, vit_heads=2, mae_dec_dim=32, mae_dec_depth=1, clip_text_dim=32,
-        clip_embed_dim=32, lm_dim=32, lm_layers=2, lm_heads=2, lm_ff=64, lm_steps=15, lm_batch=16, cl_steps=10,
-        cl_batch=16, mim_steps=10, mim_batch=16, vlm_steps=12, vlm_batch=8, eval_per_category=8, eval_batch=64),
+        clip_embed_dim=32, lm_dim=32, lm_layers=2, lm_heads=2, lm_ff=64, lm_steps=15, lm_batch=16, lm_compile=False,
+        cl_steps=10, cl_batch=16, mim_steps=10, mim_batch=16, vlm_steps=12, vlm_batch=8, eval_per_category=8, eval_batch=64),
     "default": DEFAULT,
     "full": replace(
         DEFAULT, name="full", vit_dim=384, vit_depth=8, vit_heads=6, mae_dec_dim=192, mae_dec_depth=4,

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import shutil
+import warnings
 
 import numpy as np
 import torch
@@ -31,3 +34,35 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+class Compiled:
+    """``torch.compile(module, dynamic=True)`` where it can work, the eager module as the fallback.
+
+    Compiling fuses the many small element-wise kernels of a tiny transformer (RMSNorm, RoPE, SiLU), a quarter of
+    a CPU training step at width 128. On CPU it needs a C compiler; without one, with ``VLMLAB_COMPILE=0``, or when
+    compiling fails, the module runs eagerly (the same maths up to rounding; a warning says so). Compiling the
+    first step takes about 20 s on the 2-core CPU.
+    """
+
+    def __init__(self, module: torch.nn.Module, enabled: bool = True):
+        self.module = module
+        device = next(module.parameters()).device
+        can = device.type == "cuda" or any(shutil.which(c) for c in ("cc", "gcc", "clang"))
+        on = enabled and can and os.environ.get("VLMLAB_COMPILE", "1") != "0"
+        self.fn = torch.compile(module, dynamic=True) if on else module
+
+    @property
+    def compiled(self) -> bool:
+        return self.fn is not self.module
+
+    def __call__(self, *args, **kwargs):
+        if not self.compiled:
+            return self.module(*args, **kwargs)
+        try:
+            return self.fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - any compiler failure: run eagerly from now on
+            warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); running eagerly",
+                          stacklevel=2)
+            self.fn = self.module
+            return self.module(*args, **kwargs)
