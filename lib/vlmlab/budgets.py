@@ -76,7 +76,8 @@ BUDGETS: dict[str, Budget] = {
     "smoke": Budget(
         "smoke", vit_dim=32, vit_depth=2, vit_heads=2, mae_dec_dim=32, mae_dec_depth=1, clip_text_dim=32,
         clip_embed_dim=32, lm_dim=32, lm_layers=2, lm_heads=2, lm_ff=64, lm_steps=15, lm_batch=16, lm_compile=False,
-        cl_steps=10, cl_batch=16, mim_steps=10, mim_batch=16, vlm_steps=12, vlm_batch=8, eval_per_category=8, eval_batch=64),
+        cl_steps=10, cl_batch=16, mim_steps=10, mim_batch=16, vlm_steps=12, vlm_batch=8, eval_per_category=8,
+        eval_batch=64),
     "default": DEFAULT,
     "full": replace(
         DEFAULT, name="full", vit_dim=384, vit_depth=8, vit_heads=6, mae_dec_dim=192, mae_dec_depth=4,
