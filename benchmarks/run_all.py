@@ -19,9 +19,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vlmlab.archs import build
 from vlmlab.backbones import load_backbones
-from vlmlab.backbones.pretrain import PRETRAIN_SEED, fp32_attention, lm_batch, lm_loss, make_lm
+from vlmlab.backbones.pretrain import PRETRAIN_SEED, lm_batch, lm_loss, make_lm, training_forward
 from vlmlab.budgets import get_budget
-from vlmlab.device import Compiled, autocast, pick_device, seed_everything
+from vlmlab.device import autocast, pick_device, seed_everything
 from vlmlab.runs import make_data
 from vlmlab.train import set_trainable
 from vlmlab.world import World
@@ -111,8 +111,7 @@ def lm_pretrain_rate(budget, steps: int, device) -> dict:
             opt.step()
         return step
 
-    with fp32_attention(lm):
-        forward = Compiled(lm, enabled=budget.lm_compile)
+    with training_forward(lm, budget) as forward:
         flops, first, dt = _timed_steps(step_with(forward), batches, count=step_with(lm))
     tokens = sum(b.get("real_tokens") or int(b["attention_mask"].sum()) for b in batches) / steps
     laid_out = sum(b["input_ids"].numel() for b in batches) / steps

@@ -43,8 +43,7 @@ def pretrain_lm(world: World, b: Budget, device, progress=True) -> tuple[LlamaFo
     torch.manual_seed(PRETRAIN_SEED)
     lm = make_lm(len(tok), b, tok.pad_token_id, tok.bos_token_id, tok.eos_token_id).to(device)
     answer_id = tok.convert_tokens_to_ids("answer")
-    with fp32_attention(lm):
-        forward = Compiled(lm, enabled=b.lm_compile)
+    with training_forward(lm, b) as forward:
 
         def loss(step):
             return lm_loss(forward, lm_batch(world, b, step), b, answer_id, device)
@@ -78,6 +77,14 @@ def fp32_attention(lm: LlamaForCausalLM):
         yield lm
     finally:
         lm.set_attn_implementation("sdpa")
+
+
+@contextlib.contextmanager
+def training_forward(lm: LlamaForCausalLM, b: Budget):
+    """The LM as its pretraining step calls it (``pretrain_lm`` and the benchmark): attention in fp32, so that bf16
+    autocast (``b.lm_precision``) leaves it alone, and compiled when ``b.lm_compile`` (see :class:`Compiled`)."""
+    with fp32_attention(lm):
+        yield Compiled(lm, enabled=b.lm_compile)
 
 
 def lm_batch(world: World, b: Budget, step: int) -> dict:
