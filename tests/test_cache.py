@@ -66,3 +66,46 @@ def test_load_backbones_rebuilds_a_corrupt_entry(tmp_path, smoke_budget, capsys)
     # deterministic pretraining: the rebuilt LM equals the original
     for (n, p), (_, q) in zip(bb.lm.state_dict().items(), bb2.lm.state_dict().items()):
         assert (p == q).all(), n
+
+
+def test_only_the_backbones_asked_for_are_built(tmp_path, smoke_budget, capsys):
+    """A LLaVA run needs the LM and the CL encoder: loading those two builds no MIM entry, and leaves the MIM
+    fields None; asking for all three later builds the MIM encoder (announced) and reuses the other two."""
+    from vlmlab.backbones import load_backbones
+
+    bb = load_backbones(budget=smoke_budget, root=tmp_path, progress=False, kinds=("lm", "cl"))
+    assert set(bb.paths) == {"lm", "cl"} and bb.mim is None and bb.mim_decoder is None and bb.cl is not None
+    built = sorted(p.name.split("-")[0] for p in tmp_path.iterdir() if p.is_dir())
+    assert built == ["cl", "lm"]
+    err = capsys.readouterr().err
+    assert "building the LM backbone" in err and "building the MIM" not in err
+    full = load_backbones(budget=smoke_budget, root=tmp_path, progress=False)
+    err = capsys.readouterr().err
+    assert "building the MIM backbone" in err and "building the LM" not in err and "building the CL" not in err
+    assert full.paths["lm"] == bb.paths["lm"] and full.paths["cl"] == bb.paths["cl"] and full.mim is not None
+
+
+@pytest.mark.parametrize("kinds, pattern", [(("lm", "vit"), r"kinds=.*allowed values.*'lm', 'cl', 'mim'"),
+                                            ((), r"kinds=\[\]"), (("cl",), r"include 'lm'")])
+def test_bad_backbone_kinds_are_rejected_before_building(tmp_path, smoke_budget, kinds, pattern):
+    from vlmlab.backbones import load_backbones
+
+    with pytest.raises(ValueError, match=pattern):
+        load_backbones(budget=smoke_budget, root=tmp_path, progress=False, kinds=kinds)
+    assert not any(tmp_path.iterdir())
+
+
+def test_each_arch_names_the_backbones_it_reads():
+    from vlmlab.archs import backbones_needed
+
+    assert backbones_needed("llava") == ("lm", "cl")
+    assert backbones_needed("llava", {"encoder": "mim"}) == ("lm", "mim")
+    assert backbones_needed("xformer") == ("lm", "cl", "mim")
+    assert backbones_needed("xformer", {"features": "cl", "fusion": "none", "rec_stage1": False,
+                                         "rec_stage2": False}) == ("lm", "cl")
+    assert backbones_needed("xformer", {"features": "mim"}) == ("lm", "mim")
+    for arch in ("ovis", "vwlmm", "hovle", "llavit"):
+        assert backbones_needed(arch) == ("lm", "cl")
+    assert backbones_needed("blind") == backbones_needed("oracle") == ("lm",)
+    with pytest.raises(ValueError, match="encoder"):
+        backbones_needed("llava", {"encoder": "clip"})

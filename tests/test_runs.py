@@ -73,3 +73,26 @@ def test_reuse_loads_the_cached_trained_model_and_only_for_the_same_config(smoke
     other = RunConfig.from_params(arch="llava", budget="smoke", seed=3, knobs={"connector_depth": 1})
     run(other, progress=False, reuse=True, backbones=again.backbones)
     assert calls, "a different knob must not reuse the cached model"
+
+
+def test_cached_results_depend_only_on_the_backbones_a_model_reads():
+    """A LLaVA model trained with all three backbones loaded and one trained with only the LM and CL encoder
+    loaded share their cache key; another CL encoder changes it; the references depend on the LM alone."""
+    from types import SimpleNamespace
+
+    import torch
+
+    import vlmlab.runs as runs
+    from vlmlab.budgets import get_budget
+
+    b = get_budget("smoke")
+    cfg = RunConfig.from_params(arch="llava", budget="smoke")
+    all3 = SimpleNamespace(paths={"lm": "L", "cl": "C", "mim": "M"})
+    two = SimpleNamespace(paths={"lm": "L", "cl": "C"})
+    cpu = torch.device("cpu")
+    assert runs._model_key(cfg, b, all3, cpu) == runs._model_key(cfg, b, two, cpu)
+    other_cl = SimpleNamespace(paths={"lm": "L", "cl": "X"})
+    assert runs._model_key(cfg, b, two, cpu) != runs._model_key(cfg, b, other_cl, cpu)
+    mim_cfg = RunConfig.from_params(arch="llava", knobs={"encoder": "mim"}, budget="smoke")
+    assert runs._model_key(mim_cfg, b, all3, cpu)["backbones"] == {"lm": "L", "mim": "M"}
+    assert runs._used_paths(all3, ("lm",)) == {"lm": "L"}

@@ -18,6 +18,18 @@ def test_same_seed_gives_byte_identical_samples():
     assert World(seed=8).sample("train", 0).image.tobytes() != a.sample("train", 0).image.tobytes()
 
 
+def test_text_only_batches_skip_rendering_and_keep_the_text(world):
+    """Without images a batch holds the same tokens (scene, questions, extra questions) as with them."""
+    for kw in ({}, {"extra_questions": 8}):
+        full = world.batch("scene_lm", "train", 40, 16, **kw)
+        text = world.batch("scene_lm", "train", 40, 16, with_images=False, **kw)
+        assert "pixel_values" in full and "pixel_values" not in text
+        for k in ("input_ids", "labels", "attention_mask"):
+            assert full[k].equal(text[k]), k
+    s, t = world.sample("val", 3), world.sample("val", 3, image=False)
+    assert t.image is None and s.image is not None and (s.scene, s.qa) == (t.scene, t.qa)
+
+
 def test_samples_do_not_depend_on_access_order(world):
     forward = [world.sample("test", i).qa for i in range(10)]
     backward = [world.sample("test", i).qa for i in reversed(range(10))][::-1]

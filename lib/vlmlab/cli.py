@@ -55,14 +55,16 @@ def cmd_run(a):
         out = Path(a.out or REPO / "papermill_runs" / "cli" / f"{a.arch}-{params_hash(params)}")
         rec = run(RunConfig.from_params(**params), output_dir=out).record
     else:
+        from .archs import backbones_needed
         from .backbones import ensure_backbones
         from .budgets import get_budget
         from .device import pick_device
         from .sweep import execute_notebook
 
         # build missing backbones here, where their progress bars reach the terminal, not silently inside the
-        # notebook's kernel (the first run spends most of its time there); the notebook loads them
-        ensure_backbones(budget=get_budget(a.budget), device=pick_device())
+        # notebook's kernel (the first run spends most of its time there); the notebook loads them. Only those
+        # the arch reads: LLaVA does not wait for the MIM encoder (`vlmlab pretrain` builds all three)
+        ensure_backbones(budget=get_budget(a.budget), device=pick_device(), kinds=backbones_needed(a.arch, knobs))
         out = Path(a.out or REPO / "papermill_runs" / "cli" / f"{a.arch}-{params_hash(params)}")
         rec = execute_notebook(RUN_NOTEBOOK, out, params, progress=True)
         print(f"executed notebook: {out / 'run.ipynb'}")

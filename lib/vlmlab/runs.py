@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .archs import ARCHS, VLM, build, get_arch
+from .archs import ARCHS, VLM, backbones_needed, build, get_arch
 from .backbones import Backbones, load_backbones
 from .backbones import cache
 from .backbones.cache import cache_root, config_key
@@ -86,10 +86,17 @@ def make_data(world: World, batch_size: int):
     return data
 
 
+def _used_paths(bb: Backbones, kinds) -> dict:
+    """The cache entries of the backbones a model reads: what its cached results depend on (loading more
+    backbones than a model needs must not change its key). Real MIM backbones name their decoder apart."""
+    kinds = set(kinds) | ({"mae_decoder"} if "mim" in kinds else set())
+    return {k: v for k, v in bb.paths.items() if k in kinds}
+
+
 def _references(bb: Backbones, world: World, budget: Budget, device, precision, progress) -> dict:
     """Blind floor and text-oracle ceiling for this world seed and budget, cached on disk by their inputs."""
     key = config_key({"refs": 1, "world": asdict(world.config), "seed": world.seed, "budget": budget.as_dict(),
-                      "backbones": bb.paths, "precision": precision})
+                      "backbones": _used_paths(bb, ("lm",)), "precision": precision})
     path = cache_root() / "references" / f"{key}.json"
     if path.is_file():
         try:
@@ -128,8 +135,9 @@ def _code_hash() -> str:
 
 def _model_key(config: RunConfig, budget: Budget, bb: Backbones, device: torch.device) -> dict:
     resolved = {k: v for k, v in config.resolved().items() if k not in ("device", "references")}
+    used = _used_paths(bb, backbones_needed(config.arch, config.knobs))
     return {"model": 1, "config": resolved, "device": device.type, "budget": budget.as_dict(),
-            "backbones": bb.paths, "code": _code_hash()}
+            "backbones": used, "code": _code_hash()}
 
 
 def _store_model(key: dict, model: VLM, record: dict) -> None:
@@ -158,7 +166,9 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
     budget = get_budget(config.budget)
     device = pick_device(config.device)
     t_start = time.perf_counter()
-    bb = backbones or load_backbones(WorldConfig(), budget, device=device, progress=progress)
+    needed = backbones_needed(config.arch, config.knobs)
+    # only the backbones this arch reads: a first LLaVA run does not wait for the MIM encoder
+    bb = backbones or load_backbones(WorldConfig(), budget, device=device, progress=progress, kinds=needed)
     world = World(WorldConfig(), seed=config.seed)
 
     seed_everything(config.seed)
@@ -201,7 +211,7 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
         "diagnostics": diagnostics,
         "environment": {"vlmlab": __version__, "torch": torch.__version__, "device": str(device),
                         "threads": torch.get_num_threads(), "python": platform.python_version()},
-        "backbones": bb.paths,
+        "backbones": _used_paths(bb, needed),
     }
     _store_model(key, model, record)
     if output_dir is not None:

@@ -25,9 +25,15 @@ def get_arch(name: str) -> type[VLM]:
     raise ValueError(f"arch={name!r} is unknown; allowed values: {sorted(ARCHS)}")
 
 
+def backbones_needed(name: str, knobs: dict | None = None) -> tuple[str, ...]:
+    """The pretrained backbones (``"lm"``, ``"cl"``, ``"mim"``) that arch ``name`` with ``knobs`` reads."""
+    cls = get_arch(name)
+    return cls.backbones_needed(cls.KnobsClass.build(name, knobs))
+
+
 def build(name: str, backbones, budget, knobs: dict | None = None) -> VLM:
     cls = get_arch(name)
     return cls(backbones, cls.KnobsClass.build(name, knobs), budget)
 
 
-__all__ = ["VLM", "Knobs", "knob", "splice", "ARCHS", "REFERENCES", "get_arch", "build", "register"]
+__all__ = ["VLM", "Knobs", "knob", "splice", "ARCHS", "REFERENCES", "get_arch", "backbones_needed", "build", "register"]

@@ -111,6 +111,12 @@ class VLM(nn.Module):
     eval_task: ClassVar[str] = "qa"  # which prompt format the evaluator feeds (see vlmlab.world.TASKS)
     uses_images: ClassVar[bool] = True
 
+    @classmethod
+    def backbones_needed(cls, knobs: Knobs) -> tuple[str, ...]:
+        """Which pretrained backbones (of ``vlmlab.backbones.KINDS``) a model with these knobs reads: only those
+        are built and loaded for a run, so a first LLaVA run does not wait for an MIM encoder it never uses."""
+        return ("lm", "cl")
+
     def __init__(self, backbones, knobs: Knobs, budget):
         super().__init__()
         self.knobs = knobs

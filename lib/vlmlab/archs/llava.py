@@ -43,6 +43,10 @@ class Llava(VLM):
     arch = "llava"
     KnobsClass = LlavaKnobs
 
+    @classmethod
+    def backbones_needed(cls, knobs: LlavaKnobs):
+        return ("lm", knobs.encoder)
+
     def __init__(self, backbones, knobs: LlavaKnobs, budget):
         super().__init__(backbones, knobs, budget)
         self.vision = frozen_copy(backbones.cl if knobs.encoder == "cl" else backbones.mim)

@@ -25,6 +25,10 @@ class Blind(VLM):
     eval_task = "blind"
     uses_images = False
 
+    @classmethod
+    def backbones_needed(cls, knobs):
+        return ("lm",)
+
     def stages(self):
         return [Stage("instruct", ("lm",), task="blind", share=1.0, lr={"lm": self.budget.llm_lr})]
 
@@ -34,6 +38,10 @@ class TextOracle(VLM):
     KnobsClass = NoKnobs
     eval_task = "oracle"
     uses_images = False
+
+    @classmethod
+    def backbones_needed(cls, knobs):
+        return ("lm",)
 
     def stages(self):
         return []

@@ -305,6 +305,10 @@ class XFormer(VLM):
     arch = "xformer"
     KnobsClass = XFormerKnobs
 
+    @classmethod
+    def backbones_needed(cls, knobs: XFormerKnobs):
+        return ("lm",) + (("cl",) if knobs.features != "mim" else ()) + (("mim",) if knobs.features != "cl" else ())
+
     def __init__(self, backbones, knobs: XFormerKnobs, budget):
         super().__init__(backbones, knobs, budget)
         k = knobs

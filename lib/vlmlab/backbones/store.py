@@ -30,7 +30,7 @@ KINDS = ("lm", "cl", "mim")
 class Backbones:
     tokenizer: PreTrainedTokenizerBase
     lm: LlamaForCausalLM
-    cl: VisionEncoder
+    cl: VisionEncoder | None  # None when not loaded (``load_backbones(kinds=...)``)
     mim: VisionEncoder | None
     mim_decoder: MAEDecoder | None
     patch: int  # the MIM encoder's patch size: that of the MAE decoder's pixel targets
@@ -41,7 +41,7 @@ class Backbones:
 
     def to(self, device):
         for m in (self.lm, self.cl, self.mim, self.mim_decoder):
-            if m is not None:  # real backbones may come without a MIM encoder or decoder
+            if m is not None:  # real backbones may come without a MIM encoder or decoder; kinds not loaded are None
                 m.to(device)
         return self
 
@@ -93,15 +93,26 @@ def _resolve(world_config: WorldConfig | None, budget: Budget | None) -> tuple[W
     return world_config, budget or DEFAULT, World(world_config, seed=PRETRAIN_SEED)
 
 
+def _check_kinds(kinds) -> tuple[str, ...]:
+    kinds = tuple(kinds)
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise ValueError(f"kinds={list(kinds)!r}: allowed values are a non-empty subset of {list(KINDS)}")
+    return tuple(k for k in KINDS if k in kinds)
+
+
 def ensure_backbones(world_config: WorldConfig | None = None, budget: Budget | None = None, *, device="cpu",
-                     build: bool = True, progress: bool = True, root: Path | None = None) -> tuple[dict, dict]:
-    """The cache entries of a budget's three backbones, building (with a message and a progress bar) those that
-    are missing or corrupt; returns ``(paths, pretraining losses)`` by kind, without loading any model."""
+                     build: bool = True, progress: bool = True, root: Path | None = None,
+                     kinds=KINDS) -> tuple[dict, dict]:
+    """The cache entries of a budget's backbones (all three, or only ``kinds``), building (with a message and a
+    progress bar) those that are missing or corrupt; returns ``(paths, pretraining losses)`` by kind, without
+    loading any model."""
+    kinds = _check_kinds(kinds)
     world_config, b, world = _resolve(world_config, budget)
     device = torch.device(device)
     keys = _keys(world_config, b)
     paths, losses = {}, {}
-    for kind in KINDS:
+    for kind in kinds:
         path = cache.lookup(kind, keys[kind], root)
         if path is None:
             if not build:
@@ -122,19 +133,29 @@ def ensure_backbones(world_config: WorldConfig | None = None, budget: Budget | N
 
 
 def load_backbones(world_config: WorldConfig | None = None, budget: Budget | None = None, *, device="cpu",
-                   build: bool = True, progress: bool = True, root: Path | None = None) -> Backbones:
+                   build: bool = True, progress: bool = True, root: Path | None = None, kinds=KINDS) -> Backbones:
+    """The budget's pretrained backbones, built first where missing (see :func:`ensure_backbones`). ``kinds``
+    must include ``"lm"``; a kind left out is not built, and its field is None (``mim`` and ``mim_decoder``
+    for the MIM encoder)."""
+    kinds = _check_kinds(kinds)
+    if "lm" not in kinds:
+        raise ValueError(f"kinds={list(kinds)!r}: every model reads the LM; include 'lm'")
     world_config, b, world = _resolve(world_config, budget)
     device = torch.device(device)
-    paths, losses = ensure_backbones(world_config, b, device=device, build=build, progress=progress, root=root)
+    paths, losses = ensure_backbones(world_config, b, device=device, build=build, progress=progress, root=root,
+                                     kinds=kinds)
 
     lm = LlamaForCausalLM.from_pretrained(paths["lm"] / "lm").to(device).eval()
-    cl = new_vision_encoder(world, b)
-    cl.load_state_dict(load_file(paths["cl"] / "vit.safetensors"))
-    mim = new_vision_encoder(world, b, b.mim_patch)
-    mim.load_state_dict(load_file(paths["mim"] / "vit.safetensors"))
-    dec = new_mae_decoder(b, mim.grid ** 2)
-    dec.load_state_dict(load_file(paths["mim"] / "decoder.safetensors"))
-    bb = Backbones(world.tokenizer, lm, cl.eval(), mim.eval(), dec.eval(), b.mim_patch, b.mim_mask_ratio,
+    cl = mim = dec = None
+    if "cl" in paths:
+        cl = new_vision_encoder(world, b).eval()
+        cl.load_state_dict(load_file(paths["cl"] / "vit.safetensors"))
+    if "mim" in paths:
+        mim = new_vision_encoder(world, b, b.mim_patch).eval()
+        mim.load_state_dict(load_file(paths["mim"] / "vit.safetensors"))
+        dec = new_mae_decoder(b, mim.grid ** 2).eval()
+        dec.load_state_dict(load_file(paths["mim"] / "decoder.safetensors"))
+    bb = Backbones(world.tokenizer, lm, cl, mim, dec, b.mim_patch, b.mim_mask_ratio,
                    {k: str(v) for k, v in paths.items()}, losses, b.mae_norm_pix)
     return bb.to(device)
 

@@ -25,7 +25,7 @@ TASKS = ("qa", "describe", "caption", "oracle", "blind", "scene_lm")
 
 @dataclass(frozen=True)
 class Sample:
-    image: np.ndarray  # uint8 [H, W, 3]
+    image: np.ndarray | None  # uint8 [H, W, 3]; None when drawn without it (text-only batches)
     scene: tuple[Obj, ...]
     qa: QA
     split: str
@@ -70,22 +70,24 @@ class World:
         self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(self.config)
         self._samplers = {False: ObjectSampler(self.config), True: ObjectSampler(self.config, compositional=True)}
 
-    def sample(self, split: str, index: int) -> Sample:
+    def sample(self, split: str, index: int, image: bool = True) -> Sample:
+        """Sample ``index`` of ``split``. ``image=False`` skips rendering (a third of the cost of a text-only
+        batch): the scene and question are drawn before the image, so they are the same either way."""
         if split not in SPLITS:
             raise ValueError(f"split={split!r}; allowed: {tuple(SPLITS)}")
         rng = np.random.default_rng([self.seed, SPLITS[split], int(index)])
         category = self.categories[index % len(self.categories)]
         scene, qa = make_question(rng, self.config, self._samplers[split == "compositional"], category)
-        return Sample(render(self.config, scene, rng), scene, qa, split, int(index), self.config)
+        return Sample(render(self.config, scene, rng) if image else None, scene, qa, split, int(index), self.config)
 
-    def sample_with_questions(self, split: str, index: int, k: int) -> Sample:
+    def sample_with_questions(self, split: str, index: int, k: int, image: bool = True) -> Sample:
         """A sample plus k further well-posed questions about its scene (denser supervision for the LM)."""
-        s = self.sample(split, index)
+        s = self.sample(split, index, image)
         rng = np.random.default_rng([self.seed, SPLITS[split], int(index), 1])
         return dataclasses.replace(s, extra_qa=tuple(ask_more(rng, self.config, s.scene, k)))
 
-    def samples(self, split: str, start: int, n: int) -> list[Sample]:
-        return [self.sample(split, i) for i in range(start, start + n)]
+    def samples(self, split: str, start: int, n: int, image: bool = True) -> list[Sample]:
+        return [self.sample(split, i, image) for i in range(start, start + n)]
 
     def caption(self, s: Sample) -> str:
         return caption(self.config, s.scene)
@@ -123,9 +125,10 @@ class World:
 
     def batch(self, task: str, split: str, start: int, n: int, with_images: bool = True, extra_questions: int = 0) -> dict:
         if extra_questions:
-            samples = [self.sample_with_questions(split, i, extra_questions) for i in range(start, start + n)]
+            samples = [self.sample_with_questions(split, i, extra_questions, with_images)
+                       for i in range(start, start + n)]
         else:
-            samples = self.samples(split, start, n)
+            samples = self.samples(split, start, n, with_images)
         out = self.encode(task, samples)
         if with_images:
             out["pixel_values"] = self.images(samples)
