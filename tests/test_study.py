@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from vlmlab import study as S
+from vlmlab.archs import backbones_needed
 from vlmlab.jsonio import write_json_atomic
 from vlmlab.results import ROWS
 from vlmlab.sweep import SweepSpec, SweepSpecError
@@ -149,6 +150,23 @@ def synthetic_study(tmp_path, a_overall, b_overall, a_counting=(0.9, 0.9, 0.9), 
         write_json_atomic(rd / "record.json", fake_record("ovis", case.knobs, i, {"overall": over[i],
                                                                                     "counting": cnt[i]}))
     return st
+
+
+def test_mixed_backbones_compares_each_kind(tmp_path):
+    """Runs that read different backbone kinds (LLaVA: LM + CL; LLaVA on the MIM encoder: LM + MIM) are not
+    mixed; two LM builds within one study are."""
+    st = S.features_study(["both"], ["cl", "mim"], [0, 1], "smoke", tmp_path)
+    for case, p, rd in st.runs():
+        rec = fake_record(case.arch, case.knobs, p["seed"], {"overall": 0.6})
+        rec["backbones"] = {k: f"/cache/{k}-1" for k in backbones_needed(case.arch, case.knobs)}
+        write_json_atomic(rd / "record.json", rec)
+    assert len({json.dumps(r["backbones"]) for *_, r in S.records(st)}) == 3  # three kind sets, one build each
+    assert S.mixed_backbones(st) is None
+    _, p, rd = st.runs()[-1]
+    rec = json.loads((rd / "record.json").read_text())
+    rec["backbones"]["lm"] = "/cache/lm-2"  # one run trained on another LM build
+    write_json_atomic(rd / "record.json", rec)
+    assert "2 LM backbones" in S.mixed_backbones(st)
 
 
 def test_accuracy_frame_is_tidy_and_complete(tmp_path):

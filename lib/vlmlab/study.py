@@ -434,13 +434,19 @@ def diagnostics_frame(study: Study, keys=None) -> pd.DataFrame:
 
 
 def mixed_backbones(study: Study) -> str | None:
-    """A warning when the study's records were trained on different backbone sets (e.g. the cache was rebuilt
-    between runs): their numbers are then not comparable. None when all agree."""
-    c = cost_frame(study)
-    if c.empty or c["backbones"].nunique() <= 1:
+    """A warning when the study's records were trained on different backbones of one kind (e.g. the cache was
+    rebuilt between runs): their numbers are then not comparable. None when all agree. A record lists only the
+    backbones its model reads (LLaVA: LM + CL; X-Former also the MIM encoder), so kinds are compared one by one."""
+    seen: dict[str, set] = {}
+    for _, _, _, rec in records(study):
+        for kind, path in (rec.get("backbones") or {}).items():
+            seen.setdefault(kind, set()).add(str(path))
+    mixed = sorted(k for k, v in seen.items() if len(v) > 1)
+    if not mixed:
         return None
-    return (f"warning: the records of study {study.name!r} come from {c['backbones'].nunique()} different backbone "
-            "sets (the backbone cache changed between runs); delete the stale run directories to retrain them")
+    counts = ", ".join(f"{len(seen[k])} {k.upper()} backbones" for k in mixed)
+    return (f"warning: the records of study {study.name!r} were trained on {counts} (the backbone cache changed "
+            "between runs); delete the stale run directories to retrain them")
 
 
 # --------------------------------------------------------------------------------------------------------------
