@@ -16,7 +16,7 @@ from vlmlab import study as S
 from vlmlab.archs import backbones_needed
 from vlmlab.jsonio import write_json_atomic
 from vlmlab.results import ROWS
-from vlmlab.sweep import SweepSpec, SweepSpecError
+from vlmlab.sweep import SweepSpec, SweepSpecError, read_record
 from vlmlab.world import CATEGORIES
 
 matplotlib.use("Agg")
@@ -150,6 +150,26 @@ def synthetic_study(tmp_path, a_overall, b_overall, a_counting=(0.9, 0.9, 0.9), 
         write_json_atomic(rd / "record.json", fake_record("ovis", case.knobs, i, {"overall": over[i],
                                                                                     "counting": cnt[i]}))
     return st
+
+
+def test_records_of_another_budget_definition_are_stale_and_retrained(tmp_path):
+    """The store is keyed by the run's parameters, which name the budget but not what it holds: a record made
+    under another definition of it (here: another evaluation size) is not reused, but set aside and retrained."""
+    from vlmlab.budgets import get_budget
+
+    st = S.table_size_study([16], [0, 1], "smoke", tmp_path)
+    (_, _, old), (_, _, cur) = st.runs()
+    write_json_atomic(cur / "record.json", {**fake_record("ovis", {"table_size": 16}, 1, {"overall": 0.6}),
+                                            "budget": get_budget("smoke").as_dict()})
+    stale = {**fake_record("ovis", {"table_size": 16}, 0, {"overall": 0.9}),
+             "budget": {**get_budget("smoke").as_dict(), "eval_per_category": 3}}
+    write_json_atomic(old / "record.json", stale)
+    assert st.stale() == [old] and st.missing() == [old]
+    assert [rd for *_, rd, _ in S.records(st)] == [cur]
+    result = S.run_study(st, executor="inprocess", progress=False)
+    assert [o.run_dir for o in result.done] == [old] and [o.run_dir for o in result.skipped] == [cur]
+    assert json.loads((old / "record.stale.json").read_text()) == stale  # kept, not deleted
+    assert read_record(old)["budget"] == get_budget("smoke").as_dict() and not st.stale() and not st.missing()
 
 
 def test_mixed_backbones_compares_each_kind(tmp_path):

@@ -182,8 +182,9 @@ def fit_probe_cv(x, y, x_val, y_val, classes, method="logistic", l2_grid=L2_GRID
 
 
 def default_scenes(budget) -> tuple[int, int]:
-    """(train scenes, test scenes) for the probes, from the budget's evaluation size (about 2.5 objects each)."""
-    return 20 * budget.eval_per_category, 10 * budget.eval_per_category
+    """(train scenes, test scenes) for the probes: the budget's ``probe_scenes`` and half as many (about 2.5
+    objects each)."""
+    return budget.probe_scenes, budget.probe_scenes // 2
 
 
 def fit_probes(encoders: dict, world: World, blocks=None, *, train_scenes: int = 2000, test_scenes: int = 1000,

@@ -148,8 +148,28 @@ class Study:
         return None
 
     def missing(self) -> list[Path]:
-        """Run directories without a complete record."""
-        return [rd for _, _, rd in self.runs() if read_record(rd) is None]
+        """Run directories without a complete, current record (stale records count as missing: see
+        :meth:`stale`)."""
+        return [rd for _, _, rd in self.runs() if _current_record(rd, self.budget) is None]
+
+    def stale(self) -> list[Path]:
+        """Run directories whose record was made under another definition of the budget (its sizes, steps,
+        evaluation size or backbone recipe changed since, e.g. with a new version of vlmlab). The store is keyed
+        by the run's parameters, which name the budget but not what it holds, so such a record would otherwise
+        be reused as if current. :func:`run_study` sets them aside (``record.stale.json``) and retrains them."""
+        return [rd for _, _, rd in self.runs() if read_record(rd) is not None and _current_record(rd, self.budget)
+                is None]
+
+
+def _current_record(run_dir: Path, budget: str) -> dict | None:
+    """The run's record if complete and made under the current definition of ``budget``, else None. A record
+    without a budget (written by hand) counts as current."""
+    from .budgets import get_budget
+
+    rec = read_record(run_dir)
+    if rec is None or ("budget" in rec and rec["budget"] != get_budget(budget).as_dict()):
+        return None
+    return rec
 
 
 def grid_study(name: str, arch: str, knob: str, values: list, *, label: str | None = None, fixed_knobs=None,
@@ -340,6 +360,11 @@ def run_study(study: Study, *, executor: str = "papermill", workers: int = 2, th
         raise ValueError(f"workers={workers!r}; must be an int >= 1")
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads={threads!r}; must be an int >= 1")
+    for rd in study.stale():  # set aside, not deleted: retrained below like a missing run
+        (rd / "record.json").replace(rd / "record.stale.json")
+        if progress:
+            print(f"[{study.name}] {rd.name}: its record was made under another definition of budget "
+                  f"{study.budget!r}; kept as record.stale.json and retrained", flush=True)
     if executor == "papermill":
         result = run_sweep(study.spec(), workers=workers, threads=threads, progress=progress)
     else:
@@ -367,10 +392,11 @@ def describe_result(result: SweepResult, study: Study) -> str:
 # Records -> tidy frames
 
 def records(study: Study) -> list[tuple[Case, dict, Path, dict]]:
-    """(case, params, run directory, record) of every complete run, in the study's order."""
+    """(case, params, run directory, record) of every complete, current run (see :meth:`Study.stale`), in the
+    study's order."""
     out = []
     for case, p, rd in study.runs():
-        rec = read_record(rd)
+        rec = _current_record(rd, study.budget)
         if rec is not None:
             out.append((case, p, rd, rec))
     return out
