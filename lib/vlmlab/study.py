@@ -157,19 +157,26 @@ class Study:
         evaluation size or backbone recipe changed since, e.g. with a new version of vlmlab). The store is keyed
         by the run's parameters, which name the budget but not what it holds, so such a record would otherwise
         be reused as if current. :func:`run_study` sets them aside (``record.stale.json``) and retrains them."""
-        return [rd for _, _, rd in self.runs() if read_record(rd) is not None and _current_record(rd, self.budget)
-                is None]
+        out = []
+        for _, _, rd in self.runs():
+            rec = read_record(rd)
+            if rec is not None and not _is_current(rec, self.budget):
+                out.append(rd)
+        return out
+
+
+def _is_current(rec: dict, budget: str) -> bool:
+    """Whether a record was made under the current definition of ``budget``. A record without a budget (written
+    by hand) counts as current."""
+    from .budgets import get_budget
+
+    return "budget" not in rec or rec["budget"] == get_budget(budget).as_dict()
 
 
 def _current_record(run_dir: Path, budget: str) -> dict | None:
-    """The run's record if complete and made under the current definition of ``budget``, else None. A record
-    without a budget (written by hand) counts as current."""
-    from .budgets import get_budget
-
+    """The run's record if complete and current (:func:`_is_current`), else None."""
     rec = read_record(run_dir)
-    if rec is None or ("budget" in rec and rec["budget"] != get_budget(budget).as_dict()):
-        return None
-    return rec
+    return rec if rec is not None and _is_current(rec, budget) else None
 
 
 def grid_study(name: str, arch: str, knob: str, values: list, *, label: str | None = None, fixed_knobs=None,
