@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .budgets import get_budget
 from .jsonio import params_hash, write_json_atomic
 from .results import ROWS, tidy
 from .sweep import DEFAULT_OUT, REPO, RunOutcome, SweepResult, SweepSpec, read_record, run_sweep
@@ -101,8 +102,6 @@ class Study:
     notebook: Path = RUN_NOTEBOOK
 
     def __post_init__(self):
-        from .budgets import get_budget
-
         get_budget(self.budget)  # raises naming the allowed budgets
         if not self.cases:
             raise ValueError(f"study {self.name!r}: no configurations (an empty grid)")
@@ -168,8 +167,6 @@ class Study:
 def _is_current(rec: dict, budget: str) -> bool:
     """Whether a record was made under the current definition of ``budget``. A record without a budget (written
     by hand) counts as current."""
-    from .budgets import get_budget
-
     return "budget" not in rec or rec["budget"] == get_budget(budget).as_dict()
 
 
@@ -311,7 +308,6 @@ def _run_inprocess(study: Study, progress: bool) -> SweepResult:
     import traceback
 
     from .backbones import load_backbones
-    from .budgets import get_budget
     from .device import pick_device
     from .runs import RunConfig, run
     from .sweep import claim_run
