@@ -48,10 +48,10 @@ Substitutes for the tiny world (DESIGN.md; ARCHITECTURES.md Part B §1):
   the LLM's input embeddings (a head start the tiny budget needs; "random" = N(0, initializer_range));
   ``layer_init="random"`` (LLM-style N(0, initializer_range)) or "copy" of the LLM's first layers.
 - The teacher stage costs steps the paper does not spend (its teacher is given): shares of
-  ``budget.vlm_steps`` are teacher 0.15, distill 0.1, align 0.15, instruct 0.6 (with the earlier default schedule of
-  600 steps of 64, distillation converged within ~50 steps and the teacher's describe loss plateaued by ~80). When a distillation target is
-  switched off the unused stage's share goes to the next module-only stage (teacher -> distill -> align), so
-  instruction tuning gets the same steps in every ablation.
+  ``budget.vlm_steps`` are teacher 0.15, distill 0.1, align 0.15, instruct 0.6 (with the earlier default
+  schedule of 600 steps of 64, distillation converged within ~50 steps and the teacher's describe loss
+  plateaued by ~80). When a distillation target is switched off the unused stage's share goes to the next
+  module-only stage (teacher -> distill -> align), so instruction tuning gets the same steps in every ablation.
 - Incremental decoding keeps two KV caches (module and LLM) as HoVLE does (``prefill`` / ``decode_step``);
   it requires unpadded rows (batch of one, or equal lengths).
 - ``embed_attention="bidirectional"`` (within each image span, inside the module only) is *not* in the paper

@@ -37,9 +37,9 @@ Substitutes for the tiny world (see DESIGN.md):
   the backward pass is the dense p's (so k=1 with softmax equals ``st``, and the head still learns).
 - ``vte_init``: the paper's N(0, 1) (default) or ``wte`` (the code's ``vte_re_init``: the LLM embedding's mean
   and std, here std ~0.05). After default-budget training the mean visual-token norm is ~2.5x the text
-  embeddings' with N(0, 1) and ~4x smaller with wte. Measured once each at the default budget (then 600 steps of 64), seed 0:
-  normal 0.565 test / 0.459 compositional overall accuracy, wte 0.541 / 0.439 (a gap of about one standard
-  error of the difference at 800 questions per split), so the paper's N(0, 1) stays the default.
+  embeddings' with N(0, 1) and ~4x smaller with wte. Measured once each at the default budget (then 600 steps
+  of 64), seed 0: normal 0.565 test / 0.459 compositional overall accuracy, wte 0.541 / 0.439 (a gap of about
+  one standard error of the difference at 800 questions per split), so the paper's N(0, 1) stays the default.
 """
 from __future__ import annotations
 
