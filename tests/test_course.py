@@ -3,6 +3,7 @@ headless Chromium shows it (figures present and loaded)."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import shutil
@@ -19,12 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------------
-def write_notebook(path: Path, title: str, body: str, *, intro: str = "What this notebook shows. More text.") -> Path:
+def write_notebook(path: Path, title: str, body: str, *, intro: str = "What this notebook shows. More text.",
+                   params: str = 'budget: str = "default"  # size knob\nseed: int = 0  # seed') -> Path:
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_markdown_cell(f"# {title}\n\n{intro}"),
-        nbformat.v4.new_code_cell('budget: str = "default"  # size knob\nseed: int = 0  # seed',
-                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell(body),
     ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -175,6 +176,28 @@ def test_build_reuses_unchanged_notebooks_and_reports_failures(tmp_path):
     assert res5.notebooks[0].reused and res5.notebooks[0].stale
     assert res5.notebooks[0].params == {"budget": "smoke", "seed": 3}  # what the page was executed with
     assert "earlier execution" in (out / "00_good.html").read_text()
+
+
+def test_a_changed_budget_definition_executes_the_notebooks_that_take_a_budget_again(tmp_path, monkeypatch):
+    from vlmlab import budgets
+
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    write_notebook(nbs / "00_sized.ipynb", "00 · Sized", "print(budget)")
+    write_notebook(nbs / "01_unsized.ipynb", "01 · Unsized", "print(seed)", params="seed: int = 0  # seed")
+    out = tmp_path / "course"
+    first = build_course("smoke", out=out, notebooks_dir=nbs, progress=False).notebooks
+    assert [e.reused for e in first] == [False, False]
+    assert first[0].budget_config == budgets.get_budget("smoke").as_dict() and first[1].budget_config is None
+
+    # the same name, other sizes (e.g. a longer VLM schedule after an update): its old pages are stale
+    longer = dataclasses.replace(budgets.BUDGETS["smoke"], vlm_steps=budgets.BUDGETS["smoke"].vlm_steps + 1)
+    monkeypatch.setitem(budgets.BUDGETS, "smoke", longer)
+    second = build_course("smoke", out=out, notebooks_dir=nbs, progress=False).notebooks
+    assert [e.reused for e in second] == [False, True]  # the notebook without a budget parameter is kept
+    assert second[0].budget_config["vlm_steps"] == longer.vlm_steps
+    assert [e.reused for e in build_course("smoke", out=out, notebooks_dir=nbs, progress=False).notebooks] == [
+        True, True]
 
 
 def test_cli_exits_nonzero_on_a_failing_notebook(tmp_path, capsys):

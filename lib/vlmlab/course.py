@@ -6,7 +6,7 @@
     00_quickstart.html      one page per notebook: code, outputs and figures (PNG data URIs: one file each)
     course.json             budget, seed, per-notebook status and wall time, total execution time
     notebooks/00_quickstart.ipynb   the executed notebook
-    notebooks/00_quickstart.json    its record: source hash, parameters, status, error, wall time
+    notebooks/00_quickstart.json    its record: source hash, parameters, budget sizes, status, error, wall time
 
 The course notebooks are ``notebooks/[0-9][0-9]_*.ipynb``, discovered and listed in name order and executed
 with the parameters ``budget`` and ``seed`` (those it declares); the study notebooks execute first
@@ -169,8 +169,9 @@ class NotebookResult:
     seconds: float | None       # wall time of its (last) execution
     params: dict
     source_sha256: str
+    budget_config: dict | None = None  # the budget's resolved sizes: a changed definition of it re-executes
     error: str | None = None
-    reused: bool = False        # not executed by this build: source and parameters unchanged since
+    reused: bool = False        # not executed by this build: source, parameters and budget unchanged since
     stale: bool = False         # --skip-execute rendered an execution of an older source or other parameters
     finished: str | None = None
     page: str | None = None     # html page, relative to the course directory
@@ -641,7 +642,8 @@ def build_course(budget: str = "default", *, seed: int = 0, only: list[str] | No
 
     from .budgets import get_budget
 
-    get_budget(budget)  # an unknown budget fails here, before anything executes
+    # an unknown budget fails here, before anything executes; its sizes as a record stores them (JSON types)
+    sizes = json.loads(json.dumps(get_budget(budget).as_dict()))
     t_build = time.perf_counter()
     log = log or (lambda line: None)
     out = Path(out) if out else default_out(budget)
@@ -660,13 +662,15 @@ def build_course(budget: str = "default", *, seed: int = 0, only: list[str] | No
         title, desc = summary(nbformat.read(src, as_version=4))
         title = title or src.stem
         params = notebook_params(src, budget, seed)
+        budget_config = sizes if "budget" in params else None
         sha = source_hash(src)
         executed = nb_out / src.name
         rec_path = nb_out / f"{src.stem}.json"
         rec = _read_record(rec_path)
         entry = NotebookResult(name=src.name, title=title, description=desc, status="missing", seconds=None,
-                               params=params, source_sha256=sha)
-        unchanged = bool(rec and rec.get("source_sha256") == sha and rec.get("params") == params)
+                               params=params, source_sha256=sha, budget_config=budget_config)
+        unchanged = bool(rec and rec.get("source_sha256") == sha and rec.get("params") == params
+                         and rec.get("budget_config") == budget_config)
         if src not in selected or skip_execute:
             if rec and executed.is_file():
                 entry.status, entry.seconds, entry.error = rec.get("status", "failed"), rec.get("seconds"), \
