@@ -3,25 +3,30 @@ trainer (``train_stages``). Stages declare what is trainable; everything else is
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
 
 from .device import autocast
+from .loader import batches_ahead, data_workers
 
 
 class NonFiniteLoss(RuntimeError):
     pass
 
 
-def optimize(params, loss_fn: Callable[[int], torch.Tensor], steps: int, lr: float, *, desc: str = "train",
-             device: torch.device | None = None, precision: str = "fp32", warmup: float = 0.05, clip: float = 1.0,
-             weight_decay: float = 0.0, progress: bool = True, param_groups=None) -> list[float]:
-    """AdamW with linear warm-up and cosine decay; ``loss_fn(step)`` builds a batch and returns the loss.
+def optimize(params, batches: Callable[[int], Any], loss_fn: Callable[[Any], torch.Tensor], steps: int, lr: float,
+             *, desc: str = "train", device: torch.device | None = None, precision: str = "fp32",
+             warmup: float = 0.05, clip: float = 1.0, weight_decay: float = 0.0, progress: bool = True,
+             param_groups=None) -> list[float]:
+    """AdamW with linear warm-up and cosine decay. ``batches(step)`` builds step ``step``'s batch (a pure function of
+    the step: on CUDA worker processes build them ahead, see :mod:`vlmlab.loader`); ``loss_fn(batch)`` returns
+    its loss.
 
     Stops with :class:`NonFiniteLoss` the first time the loss is NaN or infinite.
     """
@@ -38,23 +43,26 @@ def optimize(params, loss_fn: Callable[[int], torch.Tensor], steps: int, lr: flo
     losses: list[float] = []
     all_params = [p for g in groups for p in g["params"]]
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, mininterval=1.0)
-    for step in bar:
-        scale = (step + 1) / n_warm if step < n_warm else 0.5 * (1 + math.cos(math.pi * (step - n_warm) / max(1, steps - n_warm)))
-        for g in opt.param_groups:
-            g["lr"] = g["base_lr"] * scale
-        with autocast(device, precision):
-            loss = loss_fn(step)
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"{desc}: loss became {loss.item()} at step {step}; lower the learning rate or "
-                                f"check the inputs")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(all_params, clip)
-        opt.step()
-        losses.append(float(loss.detach()))
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    ahead = batches_ahead(batches, steps, data_workers(device), pin_memory=device.type == "cuda")
+    with contextlib.closing(ahead):  # stops any worker processes, also when a step raises
+        for step, batch in zip(bar, ahead):
+            decay = 0.5 * (1 + math.cos(math.pi * (step - n_warm) / max(1, steps - n_warm)))
+            scale = (step + 1) / n_warm if step < n_warm else decay
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * scale
+            with autocast(device, precision):
+                loss = loss_fn(batch)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"{desc}: loss became {loss.item()} at step {step}; lower the learning rate or "
+                                    f"check the inputs")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(all_params, clip)
+            opt.step()
+            losses.append(float(loss.detach()))
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
     bar.close()
     return losses
 
@@ -123,13 +131,12 @@ def train_stages(model, stages: list[Stage], data, budget, *, device, precision:
         model.train()
         start = offset
 
-        def loss_fn(step, _st=st, _start=start, _loss=loss_method):
-            batch = data(_st.task, _start + step)
-            return _loss(batch)
+        def batches(step, _task=st.task, _start=start):
+            return data(_task, _start + step)
 
         t0 = time.perf_counter()
-        losses = optimize(None, loss_fn, steps, budget.vlm_lr, desc=f"{model.arch}:{st.name}", device=device,
-                          precision=precision, progress=progress, param_groups=groups)
+        losses = optimize(None, batches, loss_method, steps, budget.vlm_lr, desc=f"{model.arch}:{st.name}",
+                          device=device, precision=precision, progress=progress, param_groups=groups)
         logs.append(StageLog(st.name, steps, losses, time.perf_counter() - t0, steps * budget.vlm_batch))
         offset += steps
     model.requires_grad_(False)

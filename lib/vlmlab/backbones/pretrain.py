@@ -45,11 +45,14 @@ def pretrain_lm(world: World, b: Budget, device, progress=True) -> tuple[LlamaFo
     answer_id = tok.convert_tokens_to_ids("answer")
     with training_forward(lm, b) as forward:
 
-        def loss(step):
-            return lm_loss(forward, lm_batch(world, b, step), b, answer_id, device)
+        def batches(step):
+            return lm_batch(world, b, step)
 
-        losses = optimize(lm.parameters(), loss, b.lm_steps, b.lm_lr, desc="pretrain LM (text only)", device=device,
-                          progress=progress, weight_decay=0.01, precision=b.lm_precision)
+        def loss(batch):
+            return lm_loss(forward, batch, b, answer_id, device)
+
+        losses = optimize(lm.parameters(), batches, loss, b.lm_steps, b.lm_lr, desc="pretrain LM (text only)",
+                          device=device, progress=progress, weight_decay=0.01, precision=b.lm_precision)
     return lm.eval(), losses
 
 
@@ -175,15 +178,17 @@ def pretrain_cl(world: World, b: Budget, device, progress=True) -> tuple[VisionE
     scale = init_logit_scale()
     tok = world.tokenizer
 
-    def loss(step):
+    def batches(step):  # images and their tokenized captions
         samples = world.samples("train", step * b.cl_batch, b.cl_batch)
         caps = tok([world.caption(s) for s in samples], padding=True, return_tensors="pt")
-        img = proj(enc.pooled(world.images(samples).to(device)))
-        txt = text(caps["input_ids"].to(device), caps["attention_mask"].to(device))
-        return clip_loss(img, txt, scale.to(device))
+        return world.images(samples), caps["input_ids"], caps["attention_mask"]
+
+    def loss(batch):
+        images, ids, mask = (t.to(device) for t in batch)
+        return clip_loss(proj(enc.pooled(images)), text(ids, mask), scale.to(device))
 
     params = list(enc.parameters()) + list(text.parameters()) + list(proj.parameters()) + [scale]
-    losses = optimize(params, loss, b.cl_steps, b.cl_lr, desc="pretrain CL ViT (captions)", device=device,
+    losses = optimize(params, batches, loss, b.cl_steps, b.cl_lr, desc="pretrain CL ViT (captions)", device=device,
                       progress=progress, weight_decay=0.05)
     return enc.eval(), losses
 
@@ -196,14 +201,17 @@ def pretrain_mim(world: World, b: Budget, device, progress=True) -> tuple[Vision
     dec = new_mae_decoder(b, n_patches).to(device)
     gen = torch.Generator(device=device).manual_seed(PRETRAIN_SEED)
 
-    def loss(step):
-        pixels = world.images(world.samples("train", step * b.mim_batch, b.mim_batch)).to(device)
+    def batches(step):
+        return world.images(world.samples("train", step * b.mim_batch, b.mim_batch))
+
+    def loss(images):
+        pixels = images.to(device)
         tokens, ids_restore, mask = enc.encode_masked(pixels, b.mim_mask_ratio, generator=gen)
         pred = dec(tokens, ids_restore)
         return masked_mse(pred, mae_target(enc.prepare(pixels), b.mim_patch, b.mae_norm_pix), mask)
 
     params = list(enc.parameters()) + list(dec.parameters())
-    losses = optimize(params, loss, b.mim_steps, b.mim_lr, desc="pretrain MIM ViT (MAE)", device=device,
+    losses = optimize(params, batches, loss, b.mim_steps, b.mim_lr, desc="pretrain MIM ViT (MAE)", device=device,
                       progress=progress, weight_decay=0.05)
     return enc.eval(), dec.eval(), losses
 
