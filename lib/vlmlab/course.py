@@ -172,7 +172,7 @@ class NotebookResult:
     budget_config: dict | None = None  # the budget's resolved sizes: a changed definition of it re-executes
     error: str | None = None
     reused: bool = False        # not executed by this build: source, parameters and budget unchanged since
-    stale: bool = False         # --skip-execute rendered an execution of an older source or other parameters
+    stale: bool = False         # --skip-execute rendered an execution of an older source, parameters or budget
     finished: str | None = None
     page: str | None = None     # html page, relative to the course directory
     figures: int = 0            # <img> figures on its page
