@@ -642,8 +642,7 @@ def build_course(budget: str = "default", *, seed: int = 0, only: list[str] | No
 
     from .budgets import get_budget
 
-    # an unknown budget fails here, before anything executes; its sizes as a record stores them (JSON types)
-    sizes = json.loads(json.dumps(get_budget(budget).as_dict()))
+    sizes = get_budget(budget).as_dict()  # an unknown budget fails here, before anything executes
     t_build = time.perf_counter()
     log = log or (lambda line: None)
     out = Path(out) if out else default_out(budget)
