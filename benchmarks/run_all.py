@@ -35,19 +35,24 @@ def world_rate(n: int = 2048, batch: int = 64) -> float:
     return n / (time.perf_counter() - t)
 
 
-def matmul_peak(dtype, size: int = 1024, reps: int = 20, device="cpu") -> float:
+def matmul_peak(dtype, size: int = 1024, seconds: float = 0.2, device="cpu") -> float:
+    """The best GFLOP/s of a ``size``-square matmul, each of 5 timings lasting about ``seconds``. Time-boxed, not a
+    fixed count: on a CPU without bf16 instructions one bf16 matmul of 1,024 takes seconds (emulated), and a fixed
+    count of them took minutes."""
     a = torch.randn(size, size, dtype=dtype, device=device)
     b = torch.randn(size, size, dtype=dtype, device=device)
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(5):
+
+    def timed(reps: int) -> float:
         t = time.perf_counter()
         for _ in range(reps):
             a @ b
         if device != "cpu":
             torch.cuda.synchronize()
-        best = min(best, (time.perf_counter() - t) / reps)
+        return (time.perf_counter() - t) / reps
+
+    one = timed(1)  # the warm-up, and the cost of one
+    reps = max(1, min(50, round(seconds / max(one, 1e-6))))
+    best = min(timed(reps) for _ in range(5))
     return 2 * size ** 3 / best / 1e9
 
 

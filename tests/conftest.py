@@ -31,6 +31,25 @@ def _smoke_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def papermill_help():
+    """``papermill --help-notebook NB``'s output, the command run in this process (a subprocess spent 3 s importing
+    papermill for each notebook), once per notebook."""
+    from click.testing import CliRunner
+    from papermill.cli import papermill
+
+    seen: dict[str, str] = {}
+
+    def help_text(nb) -> str:
+        if str(nb) not in seen:
+            res = CliRunner().invoke(papermill, ["--help-notebook", str(nb)])
+            assert res.exit_code == 0, res.output
+            seen[str(nb)] = res.output
+        return seen[str(nb)]
+
+    return help_text
+
+
+@pytest.fixture(scope="session")
 def smoke_budget():
     from vlmlab.budgets import get_budget
 

@@ -4,8 +4,6 @@ five), leave their figures and computed Markdown conclusions, and document their
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -80,14 +78,13 @@ def test_shared_store_holds_each_run_once(store):
 
 
 @pytest.mark.parametrize("name", list(NOTEBOOKS), ids=str)
-def test_help_notebook_documents_every_parameter(name):
+def test_help_notebook_documents_every_parameter(name, papermill_help):
     src = ROOT / "notebooks" / name
     cell = [c for c in nbformat.read(src, as_version=4).cells if "parameters" in c.metadata.get("tags", [])]
     assert len(cell) == 1
-    out = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", str(src)], capture_output=True,
-                         text=True, check=True)
-    assert "Unable to parse" not in out.stdout + out.stderr
-    help_text = re.sub(r"\s+", " ", out.stdout)
+    out = papermill_help(src)
+    assert "Unable to parse" not in out
+    help_text = re.sub(r"\s+", " ", out)
     params = {}
     for line in cell[0].source.splitlines():
         m = re.match(r"^(\w+): \w+ = .*?  # (.+)$", line)

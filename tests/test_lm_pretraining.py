@@ -128,3 +128,17 @@ def test_compiled_falls_back_to_eager(monkeypatch):
         out = c(x)
     assert not c.compiled and "running eagerly" in str(caught[0].message)
     torch.testing.assert_close(out, mod(x))
+
+
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_cpu_bf16_autocast_warns_only_where_the_cpu_lacks_bf16_instructions(monkeypatch, has_bf16):
+    import vlmlab.device as device
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: has_bf16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with device.autocast(torch.device("cpu"), "bf16"):
+            assert torch.is_autocast_enabled("cpu")
+        with device.autocast(torch.device("cpu"), "fp32"):
+            assert not torch.is_autocast_enabled("cpu")
+    emulated = [w for w in caught if "without bf16 instructions" in str(w.message)]
+    assert len(emulated) == (0 if has_bf16 else 1)

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import ast
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -21,7 +19,7 @@ def test_there_are_notebooks():
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
-def test_parameters_cell_is_literal_and_documented(nb):
+def test_parameters_cell_is_literal_and_documented(nb, papermill_help):
     cells = [c for c in nbformat.read(nb, as_version=4).cells if "parameters" in c.metadata.get("tags", [])]
     assert len(cells) == 1, "exactly one cell tagged 'parameters'"
     names = []
@@ -33,8 +31,7 @@ def test_parameters_cell_is_literal_and_documented(nb):
         ast.literal_eval(value.strip())  # literal only: papermill does not recompute derived values
         names.append(name.split(":")[0].strip())
     assert "budget" in names
-    out = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", str(nb)], capture_output=True,
-                         text=True, check=True).stdout
+    out = papermill_help(nb)
     for n in names:
         assert n in out
 
