@@ -4,7 +4,9 @@ autocast at a budget, the text LM's pretraining step (its data and its model ste
 
     python benchmarks/run_all.py [--budget default] [--steps 30] [--output FILE]
 
-Prints a table and writes benchmarks/results-<budget>.json (or FILE).
+Prints a table and writes benchmarks/results-<budget>.json (or FILE). The LLaVA rates need the budget's backbones:
+where they are not cached, they are built first, as in a first `make run` (20-40 min at the default budget on a
+2-core CPU).
 """
 from __future__ import annotations
 

@@ -41,8 +41,9 @@ class Budget:
     lm_answer_weight: float = 2.0  # extra weight of the answer tokens in the LM pretraining loss
     # how the LM pretraining step runs (the same data and loss; data/README.md note 9): sequences packed several
     # to a row of lm_pack tokens (0: one per row, padded) and torch.compile (eager when no compiler is found).
-    # lm_precision "bf16" (matmuls in bf16 autocast, attention in fp32) is faster still (0.20 vs 0.30 s a step),
-    # and its LM reads scenes as well, but LLaVA trained on it scored 10-12 points lower (note 9): fp32 stays
+    # lm_precision "bf16" (matmuls in bf16 autocast, attention in fp32) is faster still on a CPU with bf16
+    # instructions (0.20 vs 0.30 s a step) and far slower on one without them (emulated; note 13, with a warning),
+    # and LLaVA trained on its LM scored 2.6 points lower over 3 seeds (note 9): fp32 stays
     lm_pack: int = 320
     lm_precision: str = "fp32"
     lm_compile: bool = True
