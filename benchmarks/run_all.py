@@ -4,7 +4,7 @@ autocast at a budget, the text LM's pretraining step (its data and its model ste
 
     python benchmarks/run_all.py [--budget default] [--steps 30] [--output FILE]
 
-Prints a table and writes benchmarks/results-<budget>.json (or FILE). The LLaVA rates need the budget's backbones:
+Prints a table and writes benchmarks/results-<budget>.json (or FILE). The LLaVA rates need the budget's LM and CL ViT:
 where they are not cached, they are built first, as in a first `make run` (20-40 min at the default budget on a
 2-core CPU).
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from vlmlab.archs import build
+from vlmlab.archs import backbones_needed, build
 from vlmlab.backbones import load_backbones
 from vlmlab.backbones.pretrain import PRETRAIN_SEED, lm_batch, lm_loss, make_lm, training_forward
 from vlmlab.budgets import get_budget
@@ -59,7 +59,7 @@ def matmul_peak(dtype, size: int = 1024, seconds: float = 0.2, device="cpu") -> 
 
 
 def train_rate(budget, precision: str, steps: int, device) -> dict:
-    bb = load_backbones(budget=budget, device=device)
+    bb = load_backbones(budget=budget, device=device, kinds=backbones_needed("llava"))  # not the MIM ViT
     seed_everything(0)
     model = build("llava", bb, budget).to(device)
     st = model.stages()[-1]  # instruction tuning: connector + LLM, the costliest stage
