@@ -83,8 +83,8 @@ def test_help_notebook_documents_every_parameter(name, papermill_help):
     cell = [c for c in nbformat.read(src, as_version=4).cells if "parameters" in c.metadata.get("tags", [])]
     assert len(cell) == 1
     out = papermill_help(src)
-    assert "Unable to parse" not in out
-    help_text = re.sub(r"\s+", " ", out)
+    assert "Unable to parse" not in out.stdout + out.stderr
+    help_text = re.sub(r"\s+", " ", out.stdout)
     params = {}
     for line in cell[0].source.splitlines():
         m = re.match(r"^(\w+): \w+ = .*?  # (.+)$", line)

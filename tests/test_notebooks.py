@@ -31,7 +31,7 @@ def test_parameters_cell_is_literal_and_documented(nb, papermill_help):
         ast.literal_eval(value.strip())  # literal only: papermill does not recompute derived values
         names.append(name.split(":")[0].strip())
     assert "budget" in names
-    out = papermill_help(nb)
+    out = papermill_help(nb).stdout
     for n in names:
         assert n in out
 
