@@ -52,7 +52,8 @@ def matmul_peak(dtype, size: int = 1024, seconds: float = 0.2, device="cpu") -> 
             torch.cuda.synchronize()
         return (time.perf_counter() - t) / reps
 
-    one = timed(1)  # the warm-up, and the cost of one
+    timed(1)  # the warm-up (on a GPU the first product also pays for its library's start-up)
+    one = timed(1)  # the cost of one
     reps = max(1, min(50, round(seconds / max(one, 1e-6))))
     best = min(timed(reps) for _ in range(5))
     return 2 * size ** 3 / best / 1e9
