@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import shutil
@@ -19,6 +20,7 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device(device)
 
 
+@functools.cache  # the hardware does not change; autocast asks at every step
 def cpu_has_bf16() -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX, as oneDNN sees it). Without them
     torch emulates bf16: on a 2-core AVX2 CPU a bf16 matmul of 1,024 ran at 1 GFLOP/s against 147 in fp32."""
