@@ -36,6 +36,23 @@ def test_partial_entry_without_manifest_is_rebuilt(tmp_path):
         assert cache.lookup("thing", cfg, root=tmp_path) is None
 
 
+def test_fingerprint_follows_the_content_not_the_location(tmp_path):
+    """Results computed from a backbone are keyed by its fingerprint: a copied cache keeps it, a rebuild with
+    other weights under the same entry name changes it."""
+    import shutil
+
+    cfg = {"a": 1}
+    path = cache.store("thing", cfg, _write, root=tmp_path / "here")
+    moved = tmp_path / "there" / path.name
+    shutil.copytree(path, moved)
+    assert cache.fingerprint(moved) == cache.fingerprint(str(path)) != str(path)
+    rebuilt = cache.store("thing", cfg, lambda tmp: (tmp / "weights.bin").write_bytes(b"xyz" * 100),
+                          root=tmp_path / "again")
+    assert rebuilt.name == path.name and cache.fingerprint(rebuilt) != cache.fingerprint(path)
+    # a real checkpoint's path or a timm name is not a cache entry: it stands for itself
+    assert cache.fingerprint("vit_tiny@/ckpt/x") == "vit_tiny@/ckpt/x" and cache.fingerprint(None) is None
+
+
 def test_failed_write_leaves_nothing(tmp_path):
     def boom(tmp):
         (tmp / "x").write_text("partial")

@@ -75,6 +75,28 @@ def test_reuse_loads_the_cached_trained_model_and_only_for_the_same_config(smoke
     assert calls, "a different knob must not reuse the cached model"
 
 
+def test_a_moved_cache_keeps_the_trained_model_and_the_references(smoke_runs, tmp_path, monkeypatch):
+    """Copying the cache elsewhere (a moved checkout, another clone's data/cache) must not retrain anything: the
+    model and the floor/ceiling are keyed by what the backbones hold, not by where they live."""
+    import os
+    import shutil
+
+    import vlmlab.runs as runs
+
+    moved = tmp_path / "moved-cache"
+    shutil.copytree(os.environ["VLMLAB_CACHE"], moved)
+    monkeypatch.setenv("VLMLAB_CACHE", str(moved))
+    calls = []
+    monkeypatch.setattr(runs, "train_stages", lambda *a, **k: calls.append(1))
+    again = run(smoke_runs[0].config, progress=False, reuse=True)
+    assert not calls and again.record["reused"].startswith(str(moved))
+    cfg = smoke_runs[0].config
+    refs = runs._references(again.backbones, again.world, runs.get_budget(cfg.budget), runs.pick_device(cfg.device),
+                            cfg.precision, False)
+    assert not calls, "the blind floor was retrained for a moved cache"
+    assert refs["floor"] == smoke_runs[0].record["floor"] and refs["ceiling"] == smoke_runs[0].record["ceiling"]
+
+
 def test_cached_results_depend_only_on_the_backbones_a_model_reads():
     """A LLaVA model trained with all three backbones loaded and one trained with only the LM and CL encoder
     loaded share their cache key; another CL encoder changes it; the references depend on the LM alone."""

@@ -189,6 +189,24 @@ def test_mixed_backbones_compares_each_kind(tmp_path):
     assert "2 LM backbones" in S.mixed_backbones(st)
 
 
+def test_mixed_backbones_tells_builds_apart_by_content(tmp_path):
+    """A rebuild under the same cache path (other weights) is mixed; the same build read from a moved cache is
+    not: records compare ``backbone_ids`` (cache.fingerprint) when they carry them."""
+    st = S.features_study(["both"], ["cl"], [0, 1], "smoke", tmp_path)
+    for i, (case, p, rd) in enumerate(st.runs()):
+        rec = fake_record(case.arch, case.knobs, p["seed"], {"overall": 0.6})
+        rec["backbones"] = {"lm": f"/checkout{i}/data/cache/lm-1", "cl": f"/checkout{i}/data/cache/cl-1"}
+        rec["backbone_ids"] = {"lm": "lm-1@aaaa", "cl": "cl-1@bbbb"}
+        write_json_atomic(rd / "record.json", rec)
+    assert S.mixed_backbones(st) is None  # one build, two locations
+    _, p, rd = st.runs()[-1]
+    rec = json.loads((rd / "record.json").read_text())
+    rec["backbones"] = {"lm": "/checkout0/data/cache/lm-1", "cl": "/checkout0/data/cache/cl-1"}
+    rec["backbone_ids"]["lm"] = "lm-1@cccc"  # rebuilt in place: same path, other weights
+    write_json_atomic(rd / "record.json", rec)
+    assert "2 LM backbones" in S.mixed_backbones(st)
+
+
 def test_accuracy_frame_is_tidy_and_complete(tmp_path):
     st = synthetic_study(tmp_path, (0.61, 0.62, 0.63), (0.56, 0.58, 0.60))
     f = S.accuracy_frame(st)

@@ -93,10 +93,16 @@ def _used_paths(bb: Backbones, kinds) -> dict:
     return {k: v for k, v in bb.paths.items() if k in kinds}
 
 
+def _used_ids(bb: Backbones, kinds) -> dict:
+    """The identities (:func:`cache.fingerprint`) of the backbones a model reads: the part of a cache key that
+    says which backbones its result was computed from, wherever the cache lives."""
+    return {k: cache.fingerprint(v) for k, v in _used_paths(bb, kinds).items()}
+
+
 def _references(bb: Backbones, world: World, budget: Budget, device, precision, progress) -> dict:
     """Blind floor and text-oracle ceiling for this world seed and budget, cached on disk by their inputs."""
     key = config_key({"refs": 1, "world": asdict(world.config), "seed": world.seed, "budget": budget.as_dict(),
-                      "backbones": _used_paths(bb, ("lm",)), "precision": precision})
+                      "backbones": _used_ids(bb, ("lm",)), "precision": precision})
     path = cache_root() / "references" / f"{key}.json"
     if path.is_file():
         try:
@@ -135,7 +141,7 @@ def _code_hash() -> str:
 
 def _model_key(config: RunConfig, budget: Budget, bb: Backbones, device: torch.device) -> dict:
     resolved = {k: v for k, v in config.resolved().items() if k not in ("device", "references")}
-    used = _used_paths(bb, backbones_needed(config.arch, config.knobs))
+    used = _used_ids(bb, backbones_needed(config.arch, config.knobs))
     return {"model": 1, "config": resolved, "device": device.type, "budget": budget.as_dict(),
             "backbones": used, "code": _code_hash()}
 
@@ -212,6 +218,7 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
         "environment": {"vlmlab": __version__, "torch": torch.__version__, "device": str(device),
                         "threads": torch.get_num_threads(), "python": platform.python_version()},
         "backbones": _used_paths(bb, needed),
+        "backbone_ids": _used_ids(bb, needed),  # which builds: entry name and content hash (cache.fingerprint)
     }
     _store_model(key, model, record)
     if output_dir is not None:

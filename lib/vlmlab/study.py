@@ -465,10 +465,12 @@ def diagnostics_frame(study: Study, keys=None) -> pd.DataFrame:
 def mixed_backbones(study: Study) -> str | None:
     """A warning when the study's records were trained on different backbones of one kind (e.g. the cache was
     rebuilt between runs): their numbers are then not comparable. None when all agree. A record lists only the
-    backbones its model reads (LLaVA: LM + CL; X-Former also the MIM encoder), so kinds are compared one by one."""
+    backbones its model reads (LLaVA: LM + CL; X-Former also the MIM encoder), so kinds are compared one by one.
+    Builds are told apart by their content (``backbone_ids``), so a rebuild under the same cache path counts and a
+    moved cache does not; records written before ids existed are compared by path."""
     seen: dict[str, set] = {}
     for _, _, _, rec in records(study):
-        for kind, path in (rec.get("backbones") or {}).items():
+        for kind, path in (rec.get("backbone_ids") or rec.get("backbones") or {}).items():
             seen.setdefault(kind, set()).add(str(path))
     mixed = sorted(k for k, v in seen.items() if len(v) > 1)
     if not mixed:

@@ -54,6 +54,19 @@ def is_valid(path: Path) -> bool:
         return False
 
 
+def fingerprint(path) -> str | None:
+    """What a cache entry holds, independent of where the cache lives: the entry's name and the hash of its
+    manifest (which hashes every file). Results computed from a backbone are keyed by this, so moving or copying
+    the cache keeps them, and a rebuilt entry (new weights under the same name) retires them. Anything that is not
+    a cache entry (a real checkpoint's path or timm name) is its own identity."""
+    if path is None:
+        return None
+    man = Path(path) / "MANIFEST.json"
+    if not man.is_file():
+        return str(path)
+    return f"{Path(path).name}@{hashlib.sha256(man.read_bytes()).hexdigest()[:16]}"
+
+
 def lookup(name: str, config: dict, root: Path | None = None) -> Path | None:
     """The entry's directory if it exists and is intact; a corrupt entry is removed (and reported)."""
     path = entry_dir(name, config, root)
