@@ -205,6 +205,9 @@ def test_mixed_backbones_tells_builds_apart_by_content(tmp_path):
     rec["backbone_ids"]["lm"] = "lm-1@cccc"  # rebuilt in place: same path, other weights
     write_json_atomic(rd / "record.json", rec)
     assert "2 LM backbones" in S.mixed_backbones(st)
+    del rec["backbone_ids"]  # a record from before ids: all are compared by path, which agree
+    write_json_atomic(rd / "record.json", rec)
+    assert S.mixed_backbones(st) is None
 
 
 def test_accuracy_frame_is_tidy_and_complete(tmp_path):

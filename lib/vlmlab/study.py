@@ -467,10 +467,12 @@ def mixed_backbones(study: Study) -> str | None:
     rebuilt between runs): their numbers are then not comparable. None when all agree. A record lists only the
     backbones its model reads (LLaVA: LM + CL; X-Former also the MIM encoder), so kinds are compared one by one.
     Builds are told apart by their content (``backbone_ids``), so a rebuild under the same cache path counts and a
-    moved cache does not; records written before ids existed are compared by path."""
+    moved cache does not; if any record predates ids, all are compared by path."""
+    recs = [rec for *_, rec in records(study)]
+    field = "backbone_ids" if all("backbone_ids" in rec for rec in recs) else "backbones"
     seen: dict[str, set] = {}
-    for _, _, _, rec in records(study):
-        for kind, path in (rec.get("backbone_ids") or rec.get("backbones") or {}).items():
+    for rec in recs:
+        for kind, path in (rec.get(field) or {}).items():
             seen.setdefault(kind, set()).add(str(path))
     mixed = sorted(k for k, v in seen.items() if len(v) > 1)
     if not mixed:
