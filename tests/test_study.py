@@ -198,16 +198,21 @@ def test_mixed_backbones_tells_builds_apart_by_content(tmp_path):
         rec["backbones"] = {"lm": f"/checkout{i}/data/cache/lm-1", "cl": f"/checkout{i}/data/cache/cl-1"}
         rec["backbone_ids"] = {"lm": "lm-1@aaaa", "cl": "cl-1@bbbb"}
         write_json_atomic(rd / "record.json", rec)
-    assert S.mixed_backbones(st) is None  # one build, two locations
+    assert S.mixed_backbones(st) is None  # one build, read from three checkouts
     _, p, rd = st.runs()[-1]
     rec = json.loads((rd / "record.json").read_text())
     rec["backbones"] = {"lm": "/checkout0/data/cache/lm-1", "cl": "/checkout0/data/cache/cl-1"}
     rec["backbone_ids"]["lm"] = "lm-1@cccc"  # rebuilt in place: same path, other weights
     write_json_atomic(rd / "record.json", rec)
     assert "2 LM backbones" in S.mixed_backbones(st)
-    del rec["backbone_ids"]  # a record from before ids: all are compared by path, which agree
+    del rec["backbone_ids"]  # a record from before ids: all records are compared by path
     write_json_atomic(rd / "record.json", rec)
-    assert S.mixed_backbones(st) is None
+    assert "3 LM backbones" in S.mixed_backbones(st)  # the three checkouts' paths differ
+    for _, _, rd in st.runs():
+        rec = json.loads((rd / "record.json").read_text())
+        rec["backbones"] = {"lm": "/checkout0/data/cache/lm-1", "cl": "/checkout0/data/cache/cl-1"}
+        write_json_atomic(rd / "record.json", rec)
+    assert S.mixed_backbones(st) is None  # by path they agree, whatever the ids say
 
 
 def test_accuracy_frame_is_tidy_and_complete(tmp_path):
