@@ -218,7 +218,7 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
         "environment": {"vlmlab": __version__, "torch": torch.__version__, "device": str(device),
                         "threads": torch.get_num_threads(), "python": platform.python_version()},
         "backbones": _used_paths(bb, needed),
-        "backbone_ids": _used_ids(bb, needed),  # which builds: entry name and content hash (cache.fingerprint)
+        "backbone_ids": key["backbones"],  # which builds: entry name and content hash (cache.fingerprint)
     }
     _store_model(key, model, record)
     if output_dir is not None:
