@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from vlmlab.results import tidy, wording_table
 from vlmlab.runs import RunConfig, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +49,23 @@ def test_record_contents(smoke_runs, tmp_path):
     assert rec["samples_per_s"] > 0 and rec["wall_seconds"] >= rec["train_seconds"] > 0
     assert rec["config"]["knobs"] == {"encoder": "cl", "feature_layer": -2, "connector_depth": 2, "attention": "causal"}
     json.dumps(rec)  # JSON-able
+    assert set(rec["wordings"]) == {"model", "floor", "ceiling"}
+    for source, by_split in rec["wordings"].items():
+        for split in ("test", "compositional"):
+            cats = by_split[split]
+            assert set(cats) == {"spatial", "counting", "comparison", "logical"} and all(len(w) == 2 for w in cats.values())
+            for cat, ws in cats.items():  # a category's accuracy is a mean of its wordings'
+                acc = (rec["metrics"] if source == "model" else rec[source])[split][cat]
+                assert min(ws.values()) - 1e-9 <= acc <= max(ws.values()) + 1e-9, (source, split, cat)
+    assert all(v == (0.25 if c == "counting" else 0.5) for c, ws in rec["wordings"]["model"]["chance"].items()
+               for v in ws.values())
+    table = wording_table(rec)
+    assert table.shape == (8, 4) and list(table.index.get_level_values("category").unique()) == [
+        "spatial", "counting", "comparison", "logical"]
+    assert table.loc[("comparison", "is the <shape> bigger than the <shape> ?"), "model"] == round(
+        100 * rec["wordings"]["model"]["test"]["comparison"]["is the <shape> bigger than the <shape> ?"], 1)
+    rows = tidy(rec)
+    assert len(rows[rows["metric"].str.startswith("wording.")]) == 8 * (3 * 2 + 1)  # 3 sources x 2 splits + chance
     assert len(rec["diagnostics"]["answer_to_image_attention_map"]) == 16
 
 

@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from vlmlab.world import CATEGORIES, World, WorldConfig, build_tokenizer, prompt_and_target
+from vlmlab.world import CATEGORIES, World, WorldConfig, build_tokenizer, prompt_and_target, wording
 
 
 def test_same_seed_gives_byte_identical_samples():
@@ -52,11 +52,26 @@ def test_answers_are_independent_of_question_wording(world):
     by_q = {}
     for s in samples:
         if s.qa.answer in ("yes", "no"):
-            template = " ".join(w for w in s.qa.question.split() if w not in set(world.config.colors + world.config.shapes))
-            by_q.setdefault((s.qa.category, template), []).append(s.qa.answer == "yes")
+            by_q.setdefault((s.qa.category, wording(s.qa.question, world.config)), []).append(s.qa.answer == "yes")
     for key, ys in by_q.items():
         if len(ys) >= 80:
             assert 0.35 < np.mean(ys) < 0.65, (key, np.mean(ys))
+
+
+def test_wordings_name_no_object_and_split_four_categories_in_two(world):
+    """``wording`` keeps a question's template words only; the evaluator groups by it (evaluate.wordings)."""
+    batch = world.batch("qa", "test", 0, 8 * 100, with_images=False)
+    names = set(world.config.colors + world.config.shapes)
+    by_cat = {}
+    for cat, w, q in zip(batch["category"], batch["wording"], (s.qa.question for s in world.samples("test", 0, 800))):
+        assert not names & set(w.split()) and len(w.split()) == len(q.split()), (q, w)
+        by_cat.setdefault(cat, Counter())[w] += 1
+    assert {c: len(ws) for c, ws in by_cat.items()} == {
+        "attribute": 1, "object": 1, "existence": 1, "texture": 1, "spatial": 2, "counting": 2, "comparison": 2,
+        "logical": 2}
+    assert set(by_cat["comparison"]) == {"is the <shape> bigger than the <shape> ?",
+                                         "is the <shape> the same color as the <shape> ?"}
+    assert all(min(ws.values()) >= 30 for ws in by_cat.values())  # each wording about half of its category
 
 
 def test_answer_is_true_of_the_scene(world):

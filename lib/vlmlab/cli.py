@@ -33,12 +33,15 @@ def cmd_pretrain(a):
 
 
 def print_summary(record: dict):
-    from .results import accuracy_table
+    from .results import accuracy_table, wording_table
 
     for split in ("test", "compositional"):
         print(f"\n{record['config']['arch']} accuracy (%) on the {split} split, budget {record['config']['budget']}, "
               f"seed {record['config']['seed']}:")
         print(accuracy_table(record, split).to_string())
+    if record.get("wordings"):
+        print("\nper wording, test split (categories asked two ways; a mean can hide a gap between them):")
+        print(wording_table(record, "test").to_string())
     print(f"\ntraining: {record['train_seconds']:.0f}s, {record['samples_per_s']:.0f} samples/s; "
           f"whole run {record['wall_seconds']:.0f}s; parameters {record['params']}")
 

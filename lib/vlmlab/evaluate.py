@@ -1,4 +1,5 @@
-"""VQA accuracy per question category and split, and the chance level each category's answer sets imply."""
+"""VQA accuracy per question category and split (and per wording within a category), and the chance level each
+category's answer sets imply."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -22,10 +23,24 @@ def summarize(per_cat: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def _means(hits: dict) -> dict:
+    return {k: sum(v) / len(v) for k, v in hits.items()}
+
+
+def _by_wording(hits: dict) -> dict[str, dict[str, float]]:
+    """{category: {wording: accuracy}} for the categories asked in more than one wording."""
+    out = defaultdict(dict)
+    for (cat, w), acc in sorted(_means(hits).items()):
+        out[cat][w] = acc
+    return {c: ws for c, ws in out.items() if len(ws) > 1}
+
+
 @torch.no_grad()
 def evaluate(model, world: World, n_per_category: int, batch_size: int = 256, splits=EVAL_SPLITS,
              precision: str = "fp32") -> dict:
-    """{split: {category | semantic | structural | overall: accuracy}} plus ``chance`` per category.
+    """{split: {category | semantic | structural | overall: accuracy}} plus ``chance`` per category, and
+    ``wordings``: {split | "chance": {category: {wording: accuracy}}} for the categories asked in more than one
+    wording (``vlmlab.world.wording``), whose mean can hide a gap between its wordings.
 
     A prediction is the argmax over the whole vocabulary at the position before the first answer token.
     """
@@ -33,19 +48,25 @@ def evaluate(model, world: World, n_per_category: int, batch_size: int = 256, sp
 
     model.eval()
     n = n_per_category * len(world.categories)
-    result, chance = {}, defaultdict(list)
+    result, chance, chance_w, wordings = {}, defaultdict(list), defaultdict(list), {}
     for split in splits:
-        hits = defaultdict(list)
+        hits, hits_w = defaultdict(list), defaultdict(list)
         for start in range(0, n, batch_size):
             batch = world.batch(model.eval_task, split, start, min(batch_size, n - start),
                                 with_images=model.uses_images)
             with autocast(model.device, precision):
                 pred = model.answer_logits(batch).argmax(-1).cpu()
             gold = batch["labels"][torch.arange(len(pred)), batch["answer_pos"]]
-            for cat, ok, k in zip(batch["category"], (pred == gold).tolist(), batch["n_answers"].tolist()):
+            for cat, w, ok, k in zip(batch["category"], batch["wording"], (pred == gold).tolist(),
+                                     batch["n_answers"].tolist()):
                 hits[cat].append(ok)
+                hits_w[cat, w].append(ok)
                 if split == "test":
                     chance[cat].append(1.0 / k)
-        result[split] = summarize({c: sum(v) / len(v) for c, v in hits.items()})
-    result["chance"] = summarize({c: sum(v) / len(v) for c, v in chance.items()})
+                    chance_w[cat, w].append(1.0 / k)
+        result[split] = summarize(_means(hits))
+        wordings[split] = _by_wording(hits_w)
+    result["chance"] = summarize(_means(chance))
+    wordings["chance"] = _by_wording(chance_w)
+    result["wordings"] = wordings
     return result

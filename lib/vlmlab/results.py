@@ -11,14 +11,37 @@ from .world import CATEGORIES
 ROWS = list(CATEGORIES) + ["semantic", "structural", "overall"]
 
 
+REFERENCES = (("floor", "floor (blind)"), ("ceiling", "ceiling (text oracle)"))
+
+
+def _columns(model: dict, chance: dict, refs: dict, split: str) -> dict:
+    """The table's columns: the model's accuracies on ``split``, chance, and the floor and ceiling where run."""
+    cols = {"model": model[split], "chance": chance}
+    for key, name in REFERENCES:
+        if refs.get(key):
+            cols[name] = refs[key][split]
+    return cols
+
+
 def accuracy_table(record: dict, split: str = "test") -> pd.DataFrame:
     """Per-category accuracy (in %) of the model beside chance, the blind floor and the text-oracle ceiling."""
-    cols = {"model": record["metrics"][split], "chance": record["chance"]}
-    if record.get("floor"):
-        cols["floor (blind)"] = record["floor"][split]
-    if record.get("ceiling"):
-        cols["ceiling (text oracle)"] = record["ceiling"][split]
+    cols = _columns(record["metrics"], record["chance"], record, split)
     df = pd.DataFrame({k: {r: v.get(r) for r in ROWS} for k, v in cols.items()})
+    return (df * 100).round(1)
+
+
+def wording_table(record: dict, split: str = "test") -> pd.DataFrame:
+    """Accuracy (in %) per wording of the categories asked in more than one wording (``vlmlab.world.wording``),
+    beside chance, the blind floor and the text-oracle ceiling. A category's mean can hide opposite gaps: the
+    text oracle reads "same color as" well and "bigger than" at chance (data/README.md, note 14)."""
+    w = record.get("wordings")
+    if not w:
+        raise ValueError("this record has no per-wording accuracies (it was written before vlmlab recorded them); "
+                         "run the experiment again")
+    cols = _columns(w["model"], w["model"]["chance"], w, split)
+    rows = [(c, wd) for c in CATEGORIES for wd in w["model"][split].get(c, {})]
+    df = pd.DataFrame({k: [v.get(c, {}).get(wd) for c, wd in rows] for k, v in cols.items()},
+                      index=pd.MultiIndex.from_tuples(rows, names=["category", "wording"]))
     return (df * 100).round(1)
 
 
@@ -40,6 +63,13 @@ def tidy(record: dict, run: str | None = None) -> pd.DataFrame:
                 rows.append({**base, "source": source, "split": split, "metric": f"accuracy.{cat}", "value": acc})
     for cat, acc in record["chance"].items():
         rows.append({**base, "source": "chance", "split": "test", "metric": f"accuracy.{cat}", "value": acc})
+    for source, by_split in (record.get("wordings") or {}).items():  # per wording: metric "wording.<cat>.<wording>"
+        for split, cats in by_split.items():
+            src, split = ("chance", "test") if split == "chance" else (source, split)
+            if src == "chance" and source != "model":
+                continue  # chance is the same for every source
+            rows += [{**base, "source": src, "split": split, "metric": f"wording.{cat}.{wd}", "value": acc}
+                     for cat, ws in cats.items() for wd, acc in ws.items()]
     for key in ("train_seconds", "wall_seconds", "samples_per_s"):
         rows.append({**base, "source": "model", "split": None, "metric": key, "value": record.get(key)})
     for key, v in record["params"].items():

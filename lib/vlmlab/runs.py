@@ -101,7 +101,7 @@ def _used_ids(bb: Backbones, kinds) -> dict:
 
 def _references(bb: Backbones, world: World, budget: Budget, device, precision, progress) -> dict:
     """Blind floor and text-oracle ceiling for this world seed and budget, cached on disk by their inputs."""
-    key = config_key({"refs": 1, "world": asdict(world.config), "seed": world.seed, "budget": budget.as_dict(),
+    key = config_key({"refs": 2, "world": asdict(world.config), "seed": world.seed, "budget": budget.as_dict(),
                       "backbones": _used_ids(bb, ("lm",)), "precision": precision})
     path = cache_root() / "references" / f"{key}.json"
     if path.is_file():
@@ -109,15 +109,17 @@ def _references(bb: Backbones, world: World, budget: Budget, device, precision, 
             return json.loads(path.read_text())
         except ValueError:
             pass
-    out = {}
+    out = {"wordings": {}}
     oracle = build("oracle", bb, budget).to(device)
     out["ceiling"] = evaluate(oracle, world, budget.eval_per_category, budget.eval_batch, precision=precision)
+    out["wordings"]["ceiling"] = out["ceiling"].pop("wordings")
     del oracle
     seed_everything(world.seed)
     blind = build("blind", bb, budget).to(device)
     logs = train_stages(blind, blind.stages(), make_data(world, budget.vlm_batch), budget, device=device,
                         precision=precision, progress=progress)
     out["floor"] = evaluate(blind, world, budget.eval_per_category, budget.eval_batch, precision=precision)
+    out["wordings"]["floor"] = out["floor"].pop("wordings")
     out["floor_final_loss"] = logs[0].losses[-1] if logs and logs[0].losses else None
     write_json_atomic(path, out)
     return out
@@ -195,9 +197,11 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
                         precision=config.precision, progress=progress)
     train_s = time.perf_counter() - t_train
     metrics = evaluate(model, world, budget.eval_per_category, budget.eval_batch, precision=config.precision)
+    wordings = {"model": metrics.pop("wordings")}
     diag_batch = world.batch(model.eval_task, "test", 0, min(64, budget.eval_batch))
     diagnostics = model.diagnostics(diag_batch)
     refs = _references(bb, world, budget, device, config.precision, progress) if config.references else {}
+    wordings.update(refs.get("wordings", {}))
 
     n_samples = sum(l.samples for l in logs)
     record = {
@@ -207,6 +211,9 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
         "chance": metrics["chance"],
         "floor": refs.get("floor"),
         "ceiling": refs.get("ceiling"),
+        # {model | floor | ceiling: {split | chance: {category: {wording: accuracy}}}}: the categories asked in
+        # more than one wording, per wording (results.wording_table)
+        "wordings": wordings,
         "losses": {l.name: l.losses for l in logs},
         "stages": [{"name": l.name, "steps": l.steps, "seconds": l.seconds, "samples_per_s": l.samples_per_s,
                     "final_loss": l.losses[-1] if l.losses else None} for l in logs],

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .questions import CATEGORIES, QA, ask_more, make_question
+from .questions import CATEGORIES, QA, ask_more, make_question, wording
 from .render import render
 from .scenes import Obj, ObjectSampler, WorldConfig
 from .text import caption, scene_text
@@ -133,5 +133,6 @@ class World:
         if with_images:
             out["pixel_values"] = self.images(samples)
         out["category"] = [s.qa.category for s in samples]
+        out["wording"] = [wording(s.qa.question, self.config) for s in samples]
         out["n_answers"] = torch.tensor([len(s.qa.answers) for s in samples])
         return out

@@ -179,6 +179,16 @@ def make_question(rng: np.random.Generator, w: WorldConfig, smp: ObjectSampler, 
     raise RuntimeError(f"could not draw a compositional {category} question")
 
 
+def wording(question: str, w: WorldConfig) -> str:
+    """The question's template: its shape and colour words replaced by ``<shape>`` / ``<color>``, so that questions
+    asked the same way group together ("is the circle left of the square ?" -> "is the <shape> left of the
+    <shape> ?"). Several categories are asked in two wordings (spatial: left of / above; comparison: bigger than /
+    same color as; counting: by colour / by shape; logical: and / or), and a category's mean can hide a gap
+    between them (data/README.md, note 14)."""
+    slots = {**dict.fromkeys(w.shapes, "<shape>"), **dict.fromkeys(w.colors, "<color>")}
+    return " ".join(slots.get(t, t) for t in question.split())
+
+
 # ---- answering any templated question about any scene (used to ask a scene several questions) ----------------
 def solve(question: str, scene) -> str | None:
     """The answer of a templated question on a scene, or None when the question is ill-posed there (a referent
