@@ -53,6 +53,10 @@ def test_ablation_notebook_smoke(name, store, tmp_path):
     assert any("What the papers reported" in m for m in md)
     text = "".join(o.get("text", "") for o in outs if o.get("output_type") == "stream")
     assert "0 failed" in text
+    if name == "30_comparison.ipynb":  # the per-wording table, with a row per wording of the four categories
+        html = "".join(o["data"].get("text/html", "") for o in outs if "data" in o)
+        assert "comparison: is the &lt;shape&gt; bigger than the &lt;shape&gt; ?" in html
+        assert [html.count(f"<th>{c}: ") for c in ("spatial", "counting", "comparison", "logical")] == [2, 2, 2, 2]
     # every run this notebook needed is in the shared store
     assert len(list((store / "study-smoke").glob("*/record.json"))) >= 4
     EXECUTED.add(name)

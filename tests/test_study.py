@@ -130,7 +130,7 @@ def fake_record(arch, knobs, seed, acc: dict, floor=0.40, ceiling=0.85) -> dict:
         d.update(semantic=v, structural=v, overall=v)
         return d
 
-    metrics = {split: {**cats(0.5), **{k: v for k, v in acc.items()}} for split in ("test", "compositional")}
+    metrics = {split: {**cats(0.5), **{k: v for k, v in acc.items() if k != "bigger"}} for split in ("test", "compositional")}
     return {"config": {"arch": arch, "knobs": knobs, "seed": seed, "budget": "smoke"},
             "metrics": metrics, "chance": cats(0.3),
             "floor": {s: cats(floor) for s in ("test", "compositional")},
@@ -138,7 +138,19 @@ def fake_record(arch, knobs, seed, acc: dict, floor=0.40, ceiling=0.85) -> dict:
             "train_seconds": 10.0 + seed, "wall_seconds": 12.0, "samples_per_s": 100.0 + seed,
             "params": {"total": 1000, "trainable": 500},
             "diagnostics": {"ovis_effective_entries": 3.0 + seed, "answer_to_image_attention_map": [0.1]},
-            "backbones": {"lm": "x"}}
+            "backbones": {"lm": "x"}, "wordings": {src: wordings(v) for src, v in
+                                                 (("model", acc.get("bigger", 0.5)), ("floor", floor),
+                                                  ("ceiling", ceiling))}}
+
+
+def wordings(bigger: float) -> dict:
+    """Per-wording accuracies as a record holds them: comparison's "bigger than" at ``bigger``, the rest (and
+    chance) 0.5."""
+    def d(v):
+        return {"comparison": {"is the <shape> bigger than the <shape> ?": v,
+                               "is the <shape> the same color as the <shape> ?": 0.5},
+                "spatial": {"is the <shape> above the <shape> ?": 0.5, "is the <shape> left of the <shape> ?": 0.5}}
+    return {"test": d(bigger), "compositional": d(bigger), "chance": d(0.5)}
 
 
 def synthetic_study(tmp_path, a_overall, b_overall, a_counting=(0.9, 0.9, 0.9), b_counting=(0.5, 0.5, 0.5)):
@@ -238,6 +250,11 @@ def test_accuracy_frame_is_tidy_and_complete(tmp_path):
         "ovis_effective_entries: K=16 4.00 ± 1.00; K=256 4.00 ± 1.00"
     md = S.markdown_table(table)
     assert md.splitlines()[0].startswith("| config | attribute") and "| K=16 |" in md
+    w = S.accuracy_frame(st, per="wording")
+    assert len(w) == 6 * (2 * 4 * 3 + 4)  # runs x ((model, floor, ceiling) x 2 splits + chance) x 4 wordings
+    assert "comparison: is the <shape> bigger than the <shape> ?" in set(w["category"])
+    with pytest.raises(ValueError, match=r"per='question'.*allowed values.*wording"):
+        S.accuracy_frame(st, per="question")
 
 
 def test_conclusions_are_computed_and_flip_with_the_numbers(tmp_path):
@@ -339,7 +356,7 @@ def test_arch_table_renders_the_comparison_from_the_shared_store(tmp_path, capsy
     spec.loader.exec_module(tool)
     st = S.comparison_study(["llava", "ovis"], [0, 1, 2], "smoke", tmp_path)
     for case, p, rd in st.runs():  # records as the comparison notebook would leave them
-        acc = {"overall": (0.60 if case.arch == "llava" else 0.50) + 0.01 * p["seed"]}
+        acc = {"overall": (0.60 if case.arch == "llava" else 0.50) + 0.01 * p["seed"], "bigger": 0.7 + 0.1 * p["seed"]}
         write_json_atomic(rd / "record.json", fake_record(case.arch, {}, p["seed"], acc))
     args = ["--budget", "smoke", "--seeds", "0", "1", "2", "--archs", "llava", "ovis", "--store", str(tmp_path),
             "--no-train"]
@@ -349,6 +366,10 @@ def test_arch_table_renders_the_comparison_from_the_shared_store(tmp_path, capsy
     assert "| overall | 61.0 ± 1.0 | 51.0 ± 1.0 | 40.0 ± 0.0 | 85.0 ± 0.0 | 30.0 |" in md
     assert "| llava | 1,000 | 500 | 11.0 ± 1.0 | 101.0 ± 1.0 | 3 |" in md
     assert md.count("compositional split") == 1
+    assert "| wording | llava | ovis | floor (blind) | ceiling (text oracle) | chance |" in md  # per wording
+    assert ("| comparison: is the <shape> bigger than the <shape> ? | 80.0 ± 10.0 | 80.0 ± 10.0 | 40.0 ± 0.0 | "
+            "85.0 ± 0.0 | 50.0 |") in md
+    assert md.index("spatial: is the <shape> above") < md.index("comparison: is the <shape> bigger")  # CATEGORIES
     out = tmp_path / "table.md"
     assert tool.main(args + ["--output", str(out)]) == 0 and out.read_text() == md
     assert tool.main(args[:-1] + ["--seeds", "0", "1", "2", "3", "--no-train"]) == 1  # seed 3 is not in the store

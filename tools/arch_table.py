@@ -10,8 +10,9 @@ an ablation notebook with default knobs) are reused; missing ones are trained fi
 ``--no-train`` only renders what the store holds and fails if a run is missing.
 
 Output: the accuracy table (mean ± std over seeds per category, with the blind floor, the text-oracle ceiling and
-chance) for the test and the compositional splits, then the cost table (parameters total / trainable, train
-seconds, samples/s), to stdout or ``--output``. docs/architectures.md is edited by hand from it.
+chance) for the test and the compositional splits, the same per wording of the four categories asked two ways
+(test split), then the cost table (parameters total / trainable, train seconds, samples/s), to stdout or
+``--output``. docs/architectures.md is edited by hand from it.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import sys
 from pathlib import Path
 
 from vlmlab.study import (COMPARISON_ARCHS, EXECUTORS, accuracy_frame, comparison_study, cost_table,
-                          describe_result, markdown_table, mixed_backbones, run_study, summary_table)
+                          describe_result, markdown_table, mixed_backbones, run_study, summary_table,
+                          wording_summary)
 
 
 def render(study) -> str:
@@ -31,6 +33,10 @@ def render(study) -> str:
     for split in ("test", "compositional"):
         t = summary_table(frame, split=split).drop(columns="seeds").T.rename_axis("category")
         parts.append(f"Accuracy (%) per category, {split} split, budget {study.budget!r}, mean ± std over seeds "
+                     f"{seeds}:\n\n{markdown_table(t)}")
+    t = wording_summary(study)
+    if not t.empty:
+        parts.append(f"Accuracy (%) per wording of the categories asked two ways, test split, mean ± std over seeds "
                      f"{seeds}:\n\n{markdown_table(t)}")
     parts.append(f"Cost (mean ± std over seeds {seeds}; times depend on the machine and its load):\n\n"
                  f"{markdown_table(cost_table(study))}")

@@ -412,15 +412,26 @@ def label_columns(study: Study) -> list[str]:
     return cols
 
 
-def accuracy_frame(study: Study) -> pd.DataFrame:
+GROUPINGS = ("category", "wording")
+
+
+def accuracy_frame(study: Study, per: str = "category") -> pd.DataFrame:
     """One row per (run, split, category, source) with ``accuracy`` in %: columns run, arch, seed, budget,
     config (the case's name), the cases' label columns, split, category, source (model / floor / ceiling /
-    chance). Built with :func:`vlmlab.results.tidy` from every complete record of the study."""
+    chance). Built with :func:`vlmlab.results.tidy` from every complete record of the study.
+
+    ``per="wording"``: one row per wording of the categories asked two ways instead, its ``category`` column
+    reading "<category>: <wording>" (records written before vlmlab recorded wordings contribute no rows)."""
+    if per not in GROUPINGS:
+        raise ValueError(f"per={per!r}; allowed values: {GROUPINGS}")
+    prefix = "accuracy." if per == "category" else "wording."
     frames = []
     for case, _, rd, rec in records(study):
         t = tidy(rec, rd.name)
-        t = t[t["metric"].str.startswith("accuracy.")].copy()
-        t["category"] = t["metric"].str.removeprefix("accuracy.")
+        t = t[t["metric"].str.startswith(prefix)].copy()
+        t["category"] = t["metric"].str.removeprefix(prefix)
+        if per == "wording":  # "comparison.is the <shape> ..." -> "comparison: is the <shape> ..."
+            t["category"] = t["category"].str.replace(".", ": ", n=1, regex=False)
         t["accuracy"] = 100 * t["value"].astype(float)
         t["config"] = case.name
         for k, v in case.labels.items():
@@ -527,6 +538,17 @@ def summary_table(frame: pd.DataFrame, by: str = "config", split: str = "test",
         rows[name] = {**{c: _pm(r.loc[c, "mean"], r.loc[c, "sd"] if source != "chance" else float("nan"))
                          for c in cats if c in r.index}, "seeds": int(r["n"].max())}
     return pd.DataFrame(rows).T.rename_axis(by)
+
+
+def wording_summary(study: Study, by: str = "config", split: str = "test") -> pd.DataFrame:
+    """:func:`summary_table` per wording of the categories asked two ways (rows "<category>: <wording>" in the
+    order of the categories; columns the configurations, floor, ceiling and chance): a category's mean can hide
+    opposite gaps between its wordings (data/README.md, note 14). Empty when no record holds wordings."""
+    words = accuracy_frame(study, per="wording")
+    if words.empty:
+        return pd.DataFrame()
+    order = sorted(set(words["category"]), key=lambda c: (CATEGORIES.index(c.split(":")[0]), c))
+    return summary_table(words, by, split, categories=order).drop(columns="seeds").T.rename_axis("wording")
 
 
 # --------------------------------------------------------------------------------------------------------------
