@@ -255,6 +255,14 @@ def test_accuracy_frame_is_tidy_and_complete(tmp_path):
     assert "comparison: is the <shape> bigger than the <shape> ?" in set(w["category"])
     with pytest.raises(ValueError, match=r"per='question'.*allowed values.*wording"):
         S.accuracy_frame(st, per="question")
+    ws = S.wording_summary(st)
+    assert list(ws.index[:2]) == ["spatial: is the <shape> above the <shape> ?", "spatial: is the <shape> left of the <shape> ?"]
+    assert ws.loc["seeds", "K=16"] == 3 and ws.loc["comparison: is the <shape> bigger than the <shape> ?", "chance"] == "50.0"
+    case, p, rd = st.runs()[0]  # a record from before vlmlab kept wordings: counted out, and the count says so
+    rec = json.loads((rd / "record.json").read_text())
+    del rec["wordings"]
+    write_json_atomic(rd / "record.json", rec)
+    assert S.wording_summary(st).loc["seeds", case.name] == 2 and len(S.accuracy_frame(st)) == n_rows
 
 
 def test_conclusions_are_computed_and_flip_with_the_numbers(tmp_path):

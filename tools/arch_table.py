@@ -34,7 +34,7 @@ def render(study) -> str:
         t = summary_table(frame, split=split).drop(columns="seeds").T.rename_axis("category")
         parts.append(f"Accuracy (%) per category, {split} split, budget {study.budget!r}, mean ± std over seeds "
                      f"{seeds}:\n\n{markdown_table(t)}")
-    t = wording_summary(study)
+    t = wording_summary(study).drop(index="seeds", errors="ignore")
     if not t.empty:
         parts.append(f"Accuracy (%) per wording of the categories asked two ways, test split, mean ± std over seeds "
                      f"{seeds}:\n\n{markdown_table(t)}")

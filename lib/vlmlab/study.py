@@ -543,12 +543,13 @@ def summary_table(frame: pd.DataFrame, by: str = "config", split: str = "test",
 def wording_summary(study: Study, by: str = "config", split: str = "test") -> pd.DataFrame:
     """:func:`summary_table` per wording of the categories asked two ways (rows "<category>: <wording>" in the
     order of the categories; columns the configurations, floor, ceiling and chance): a category's mean can hide
-    opposite gaps between its wordings (data/README.md, note 14). Empty when no record holds wordings."""
+    opposite gaps between its wordings (data/README.md, note 14). The last row counts the seeds per column: a
+    record written before vlmlab kept wordings contributes none. Empty when no record holds wordings."""
     words = accuracy_frame(study, per="wording")
     if words.empty:
         return pd.DataFrame()
     order = sorted(set(words["category"]), key=lambda c: (CATEGORIES.index(c.split(":")[0]), c))
-    return summary_table(words, by, split, categories=order).drop(columns="seeds").T.rename_axis("wording")
+    return summary_table(words, by, split, categories=order).T.rename_axis("wording")
 
 
 # --------------------------------------------------------------------------------------------------------------
