@@ -27,7 +27,7 @@ def cmd_pretrain(a):
     from .budgets import get_budget
     from .device import pick_device
 
-    bb = load_backbones(budget=get_budget(a.budget), device=pick_device(a.device))
+    bb = load_backbones(budget=get_budget(a.budget), device=pick_device(a.device), rebuild=a.rebuild)
     for kind, path in bb.paths.items():
         print(f"{kind}: {path}")
 
@@ -82,6 +82,9 @@ def main(argv=None):
     s = sub.add_parser("pretrain", help="build (or verify) the cached pretrained backbones for a budget")
     s.add_argument("--budget", default="default")
     s.add_argument("--device", default="auto")
+    s.add_argument("--rebuild", action="store_true",
+                   help="build all three anew on this machine into data/cache/, even where cached or shipped "
+                        "(data/backbones/)")
     s.set_defaults(fn=cmd_pretrain)
 
     s = sub.add_parser("run", help="train + evaluate one architecture via the run notebook; print the table")

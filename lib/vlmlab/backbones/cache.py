@@ -3,6 +3,11 @@
 An entry lives in ``<root>/<name>-<key>/`` where key is a hash of the config that produced it. It is written
 into a temporary directory and renamed into place, and carries a ``MANIFEST.json`` with the sha256 of every
 file; an entry whose manifest is missing or does not match its files is treated as absent and rebuilt.
+
+Shipped entries: the repository carries the default budget's three entries under ``data/backbones/`` (the same
+layout), so that a first run reads the backbones every measured table was read with instead of spending most of
+its time building its own (data/backbones/README.md). They are looked up after the user's cache, never written
+and never removed; ``VLMLAB_SHIPPED=0`` ignores them.
 """
 from __future__ import annotations
 
@@ -24,6 +29,20 @@ def cache_root() -> Path:
     if root:
         return Path(root)
     return Path(__file__).resolve().parents[3] / "data" / "cache"
+
+
+SHIPPED_ENV = "VLMLAB_SHIPPED"
+
+
+def shipped_root() -> Path | None:
+    """Where the repository's shipped backbones live (``data/backbones/``), or None when ``$VLMLAB_SHIPPED`` is 0
+    (then every backbone comes from the cache or is built)."""
+    env = os.environ.get(SHIPPED_ENV, "").strip()
+    if env not in ("", "0", "1"):
+        raise ValueError(f"{SHIPPED_ENV}={env!r}; allowed values: 0 (ignore the shipped backbones) or 1 (use them)")
+    if env == "0":
+        return None
+    return Path(__file__).resolve().parents[3] / "data" / "backbones"
 
 
 def config_key(config: dict) -> str:
@@ -76,6 +95,22 @@ def lookup(name: str, config: dict, root: Path | None = None) -> Path | None:
         return path
     warnings.warn(f"cache entry {path} is partial or corrupt; it will be rebuilt", stacklevel=2)
     shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+def lookup_shipped(name: str, config: dict, root: Path | None = None) -> Path | None:
+    """The shipped entry (under ``root``, default :func:`shipped_root`) if present and intact. A damaged one (a
+    partial checkout, a Git LFS pointer) is reported and left alone: it belongs to the repository, not the cache."""
+    root = root or shipped_root()
+    if root is None:
+        return None
+    path = entry_dir(name, config, root)
+    if not path.exists():
+        return None
+    if is_valid(path):
+        return path
+    warnings.warn(f"the shipped backbone {path} does not match its manifest; it is ignored and a fresh one is "
+                  f"built into the cache (`git checkout -- {path}` restores it)", stacklevel=2)
     return None
 
 

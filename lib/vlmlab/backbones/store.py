@@ -1,7 +1,8 @@
 """Pretrained backbones: build once (with a progress bar and a message), cache on disk, load everywhere.
 
 ``load_backbones(world, budget)`` returns the tiny pretrained LM, CL ViT and MIM ViT (+ decoder) for a world
-config and budget, building whichever is missing from the cache. Real checkpoints load through
+config and budget: from the cache, else from the ones the repository ships (the default budget's, see
+``data/backbones/README.md``), else built (announced, with a progress bar) and cached. Real checkpoints load through
 ``vlmlab.backbones.real`` instead.
 """
 from __future__ import annotations
@@ -101,25 +102,43 @@ def _check_kinds(kinds) -> tuple[str, ...]:
     return tuple(k for k in KINDS if k in kinds)
 
 
+_ANNOUNCED: set[str] = set()  # shipped entries already announced in this process
+
+
+def _find(kind: str, key: dict, root: Path | None, shipped: Path | None, b: Budget) -> Path | None:
+    """The entry in the cache, else the shipped one (announced once per process), else None."""
+    path = cache.lookup(kind, key, root)
+    if path is None:
+        path = cache.lookup_shipped(kind, key, shipped)
+        if path is not None and str(path) not in _ANNOUNCED:
+            _ANNOUNCED.add(str(path))
+            _say(f"using the shipped {kind.upper()} backbone for budget {b.name!r} ({path}); "
+                 f"`vlmlab pretrain --budget {b.name} --rebuild` builds one on this machine instead")
+    return path
+
+
 def ensure_backbones(world_config: WorldConfig | None = None, budget: Budget | None = None, *, device="cpu",
-                     build: bool = True, progress: bool = True, root: Path | None = None,
-                     kinds=KINDS) -> tuple[dict, dict]:
-    """The cache entries of a budget's backbones (all three, or only ``kinds``), building (with a message and a
-    progress bar) those that are missing or corrupt; returns ``(paths, pretraining losses)`` by kind, without
-    loading any model."""
+                     build: bool = True, progress: bool = True, root: Path | None = None, kinds=KINDS,
+                     rebuild: bool = False, shipped: Path | None = None) -> tuple[dict, dict]:
+    """The entries of a budget's backbones (all three, or only ``kinds``): from the cache (``root``), else the
+    repository's shipped ones (``shipped``, default ``data/backbones``; see :func:`cache.shipped_root`), else
+    built (with a message and a progress bar) into the cache; a corrupt cache entry is rebuilt. ``rebuild``
+    builds every kind anew into the cache, whatever is cached or shipped. Returns ``(paths, pretraining losses)``
+    by kind, without loading any model."""
     kinds = _check_kinds(kinds)
     world_config, b, world = _resolve(world_config, budget)
     device = torch.device(device)
     keys = _keys(world_config, b)
     paths, losses = {}, {}
     for kind in kinds:
-        path = cache.lookup(kind, keys[kind], root)
+        path = None if rebuild else _find(kind, keys[kind], root, shipped, b)
         if path is None:
             if not build:
                 raise FileNotFoundError(f"the {kind} backbone for budget {b.name!r} is not cached; run "
                                         f"`vlmlab pretrain --budget {b.name}`")
             with cache.build_lock(kind, keys[kind], root):
-                path = cache.lookup(kind, keys[kind], root)  # another process may have built it meanwhile
+                # another process may have built it meanwhile
+                path = None if rebuild else _find(kind, keys[kind], root, shipped, b)
                 if path is None:
                     _say(f"building the {kind.upper()} backbone for budget {b.name!r} (once; cached under "
                          f"{cache.entry_dir(kind, keys[kind], root)})")
@@ -132,18 +151,52 @@ def ensure_backbones(world_config: WorldConfig | None = None, budget: Budget | N
     return paths, losses
 
 
+def ship_backbones(budget: Budget, *, root: Path | None = None, dest: Path | None = None,
+                   world_config: WorldConfig | None = None) -> list[Path]:
+    """Copy a budget's three cache entries into the shipped backbones (``dest``, default ``data/backbones``) and
+    remove every other entry there, so that what ships is exactly the current code's. The maintainers' step after
+    a change to pretraining (``tools/ship_backbones.py``); fails, changing nothing, if an entry is not cached."""
+    import shutil
+
+    world_config, b, _ = _resolve(world_config, budget)
+    dest = Path(dest) if dest is not None else cache.shipped_root()
+    if dest is None:
+        raise ValueError(f"{cache.SHIPPED_ENV}=0 disables the shipped backbones; pass dest or unset it")
+    keys = _keys(world_config, b)
+    found = {k: cache.lookup(k, keys[k], root) for k in KINDS}
+    missing = [k for k, v in found.items() if v is None]
+    if missing:
+        raise FileNotFoundError(f"not cached for budget {b.name!r}: {missing}; run `vlmlab pretrain --budget "
+                                f"{b.name}` first")
+    dest.mkdir(parents=True, exist_ok=True)
+    keep = {p.name for p in found.values()}
+    for old in dest.iterdir():
+        if old.is_dir() and old.name.split("-")[0] in KINDS and old.name not in keep:
+            shutil.rmtree(old)
+    out = []
+    for path in found.values():
+        target = dest / path.name
+        if not (target.exists() and cache.is_valid(target) and
+                (target / "MANIFEST.json").read_bytes() == (path / "MANIFEST.json").read_bytes()):
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(path, target)
+        out.append(target)
+    return out
+
+
 def load_backbones(world_config: WorldConfig | None = None, budget: Budget | None = None, *, device="cpu",
-                   build: bool = True, progress: bool = True, root: Path | None = None, kinds=KINDS) -> Backbones:
-    """The budget's pretrained backbones, built first where missing (see :func:`ensure_backbones`). ``kinds``
-    must include ``"lm"``; a kind left out is not built, and its field is None (``mim`` and ``mim_decoder``
-    for the MIM encoder)."""
+                   build: bool = True, progress: bool = True, root: Path | None = None, kinds=KINDS,
+                   rebuild: bool = False, shipped: Path | None = None) -> Backbones:
+    """The budget's pretrained backbones, from the cache or the shipped ones, built first where missing (see
+    :func:`ensure_backbones`). ``kinds`` must include ``"lm"``; a kind left out is not built, and its field is
+    None (``mim`` and ``mim_decoder`` for the MIM encoder)."""
     kinds = _check_kinds(kinds)
     if "lm" not in kinds:
         raise ValueError(f"kinds={list(kinds)!r}: every model reads the LM; include 'lm'")
     world_config, b, world = _resolve(world_config, budget)
     device = torch.device(device)
     paths, losses = ensure_backbones(world_config, b, device=device, build=build, progress=progress, root=root,
-                                     kinds=kinds)
+                                     kinds=kinds, rebuild=rebuild, shipped=shipped)
 
     lm = LlamaForCausalLM.from_pretrained(paths["lm"] / "lm").to(device).eval()
     cl = mim = dec = None
@@ -160,4 +213,4 @@ def load_backbones(world_config: WorldConfig | None = None, budget: Budget | Non
     return bb.to(device)
 
 
-__all__ = ["Backbones", "ensure_backbones", "load_backbones", "make_lm"]
+__all__ = ["Backbones", "ensure_backbones", "load_backbones", "make_lm", "ship_backbones"]
