@@ -49,11 +49,19 @@ def test_shipped_default_backbones_load_without_building_and_read_scenes(tmp_pat
     assert "using the shipped" not in capsys.readouterr().err  # announced once per process
 
 
+@pytest.fixture(scope="module")
+def smoke_built(tmp_path_factory, smoke_budget):
+    root = tmp_path_factory.mktemp("built")
+    ensure_backbones(budget=smoke_budget, root=root, progress=False)
+    return root
+
+
 @pytest.fixture
-def shipped_smoke(tmp_path, smoke_budget):
-    """Smoke backbones built into one cache and shipped into a second folder; a third, empty cache."""
+def shipped_smoke(tmp_path, smoke_budget, smoke_built):
+    """Smoke backbones built into one cache (a copy per test) and shipped into a second folder; a third, empty
+    cache."""
     built, shipped, empty = tmp_path / "built", tmp_path / "shipped", tmp_path / "empty"
-    ensure_backbones(budget=smoke_budget, root=built, progress=False)
+    shutil.copytree(smoke_built, built)
     paths = ship_backbones(smoke_budget, root=built, dest=shipped)
     store_mod._ANNOUNCED.clear()
     return built, shipped, empty, paths
