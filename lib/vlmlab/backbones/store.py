@@ -8,6 +8,7 @@ config and budget: from the cache, else from the ones the repository ships (the 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -156,8 +157,6 @@ def ship_backbones(budget: Budget, *, root: Path | None = None, dest: Path | Non
     """Copy a budget's three cache entries into the shipped backbones (``dest``, default ``data/backbones``) and
     remove every other entry there, so that what ships is exactly the current code's. The maintainers' step after
     a change to pretraining (``tools/ship_backbones.py``); fails, changing nothing, if an entry is not cached."""
-    import shutil
-
     world_config, b, _ = _resolve(world_config, budget)
     dest = Path(dest) if dest is not None else cache.shipped_root()
     if dest is None:
