@@ -22,13 +22,14 @@ import warnings
 from pathlib import Path
 
 CACHE_VERSION = 2  # bump when pretraining code changes what a key produces
+DATA = Path(__file__).resolve().parents[3] / "data"  # the repository's data/ folder
 
 
 def cache_root() -> Path:
     root = os.environ.get("VLMLAB_CACHE")
     if root:
         return Path(root)
-    return Path(__file__).resolve().parents[3] / "data" / "cache"
+    return DATA / "cache"
 
 
 SHIPPED_ENV = "VLMLAB_SHIPPED"
@@ -42,7 +43,7 @@ def shipped_root() -> Path | None:
         raise ValueError(f"{SHIPPED_ENV}={env!r}; allowed values: 0 (ignore the shipped backbones) or 1 (use them)")
     if env == "0":
         return None
-    return Path(__file__).resolve().parents[3] / "data" / "backbones"
+    return DATA / "backbones"
 
 
 def config_key(config: dict) -> str:
@@ -86,32 +87,28 @@ def fingerprint(path) -> str | None:
     return f"{Path(path).name}@{hashlib.sha256(man.read_bytes()).hexdigest()[:16]}"
 
 
-def lookup(name: str, config: dict, root: Path | None = None) -> Path | None:
-    """The entry's directory if it exists and is intact; a corrupt entry is removed (and reported)."""
+def lookup(name: str, config: dict, root: Path | None = None, *, read_only: bool = False) -> Path | None:
+    """The entry's directory if it exists and is intact. A corrupt entry is reported, and removed unless
+    ``read_only`` (a shipped entry belongs to the repository, not the cache)."""
     path = entry_dir(name, config, root)
     if not path.exists():
         return None
     if is_valid(path):
         return path
-    warnings.warn(f"cache entry {path} is partial or corrupt; it will be rebuilt", stacklevel=2)
-    shutil.rmtree(path, ignore_errors=True)
+    if read_only:
+        warnings.warn(f"the shipped backbone {path} does not match its manifest; it is ignored and a fresh one is "
+                      f"built into the cache (`git checkout -- {path}` restores it)", stacklevel=2)
+    else:
+        warnings.warn(f"cache entry {path} is partial or corrupt; it will be rebuilt", stacklevel=2)
+        shutil.rmtree(path, ignore_errors=True)
     return None
 
 
 def lookup_shipped(name: str, config: dict, root: Path | None = None) -> Path | None:
-    """The shipped entry (under ``root``, default :func:`shipped_root`) if present and intact. A damaged one (a
-    partial checkout, a Git LFS pointer) is reported and left alone: it belongs to the repository, not the cache."""
+    """The shipped entry (under ``root``, default :func:`shipped_root`) if present and intact; a damaged one (a
+    partial checkout, a Git LFS pointer) is reported and left alone."""
     root = root or shipped_root()
-    if root is None:
-        return None
-    path = entry_dir(name, config, root)
-    if not path.exists():
-        return None
-    if is_valid(path):
-        return path
-    warnings.warn(f"the shipped backbone {path} does not match its manifest; it is ignored and a fresh one is "
-                  f"built into the cache (`git checkout -- {path}` restores it)", stacklevel=2)
-    return None
+    return None if root is None else lookup(name, config, root, read_only=True)
 
 
 @contextlib.contextmanager

@@ -175,10 +175,8 @@ def ship_backbones(budget: Budget, *, root: Path | None = None, dest: Path | Non
     out = []
     for path in found.values():
         target = dest / path.name
-        if not (target.exists() and cache.is_valid(target) and
-                (target / "MANIFEST.json").read_bytes() == (path / "MANIFEST.json").read_bytes()):
-            shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(path, target)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(path, target)
         out.append(target)
     return out
 
