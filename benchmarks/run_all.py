@@ -25,7 +25,7 @@ from vlmlab.backbones.pretrain import PRETRAIN_SEED, lm_batch, lm_loss, make_lm,
 from vlmlab.budgets import get_budget
 from vlmlab.device import autocast, pick_device, seed_everything
 from vlmlab.runs import make_data
-from vlmlab.train import set_trainable
+from vlmlab.train import adamw, set_trainable, update
 from vlmlab.world import World
 
 
@@ -65,16 +65,14 @@ def train_rate(budget, precision: str, steps: int, device) -> dict:
     model = build("llava", bb, budget).to(device)
     st = model.stages()[-1]  # instruction tuning: connector + LLM, the costliest stage
     params = set_trainable(model, st.trainable)
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    opt = adamw([{"params": params}], lr=1e-4)  # the optimiser and update of vlmlab.train: the step as trained
     data = make_data(World(seed=0), budget.vlm_batch)
     batches = [data(st.task, i) for i in range(steps)]
 
     def step(b):
         with autocast(device, precision):
             loss = model.loss_lm(b)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        update(opt, loss, params)
 
     flops, _, dt = _timed_steps(step, batches)
     return {"samples_per_s": budget.vlm_batch / dt, "step_s": dt, "gflop_per_step": flops / 1e9,
@@ -107,16 +105,14 @@ def lm_pretrain_rate(budget, steps: int, device) -> dict:
     data_s = (time.perf_counter() - t) / steps
     torch.manual_seed(0)
     lm = make_lm(len(tok), budget, tok.pad_token_id, tok.bos_token_id, tok.eos_token_id).to(device)
-    opt = torch.optim.AdamW(lm.parameters(), lr=1e-4)
+    opt = adamw([{"params": list(lm.parameters())}], lr=1e-4)
     answer_id = tok.convert_tokens_to_ids("answer")
 
     def step_with(forward):
         def step(b):
             with autocast(device, budget.lm_precision):
                 loss = lm_loss(forward, b, budget, answer_id, device)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            update(opt, loss, opt.param_groups[0]["params"])
         return step
 
     with training_forward(lm, budget) as forward:
