@@ -105,14 +105,15 @@ def lm_pretrain_rate(budget, steps: int, device) -> dict:
     data_s = (time.perf_counter() - t) / steps
     torch.manual_seed(0)
     lm = make_lm(len(tok), budget, tok.pad_token_id, tok.bos_token_id, tok.eos_token_id).to(device)
-    opt = adamw([{"params": list(lm.parameters())}], lr=1e-4)
+    params = list(lm.parameters())
+    opt = adamw([{"params": params}], lr=1e-4)
     answer_id = tok.convert_tokens_to_ids("answer")
 
     def step_with(forward):
         def step(b):
             with autocast(device, budget.lm_precision):
                 loss = lm_loss(forward, b, budget, answer_id, device)
-            update(opt, loss, opt.param_groups[0]["params"])
+            update(opt, loss, params)
         return step
 
     with training_forward(lm, budget) as forward:
