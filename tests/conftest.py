@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one thread per parallel worker, for the notebooks' kernels too: spinning OpenMP threads of two workers on
+    # two cores slow each other down several times over
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(min(2, torch.get_num_threads()))
 # unattended: interactive views return a note instead of a widget (vlmlab.widgets.batch_mode); the notebooks the
 # tests execute inherit it. Tests of the widgets themselves unset it.
 os.environ["VLMLAB_BATCH"] = "1"
@@ -19,6 +26,9 @@ def _smoke_cache(tmp_path_factory):
     """Tests never touch the user's cache: backbones for the smoke budget are built once per session here."""
     if "VLMLAB_TEST_CACHE" in os.environ:  # reuse across test sessions when set (local iteration)
         root = Path(os.environ["VLMLAB_TEST_CACHE"])
+    elif os.environ.get("PYTEST_XDIST_WORKER"):  # parallel workers share one cache; its per-entry locks
+        root = tmp_path_factory.getbasetemp().parent / "vlmlab-cache"  # let one worker build each entry
+        root.mkdir(exist_ok=True)
     else:
         root = tmp_path_factory.mktemp("vlmlab-cache")
     old = os.environ.get("VLMLAB_CACHE")

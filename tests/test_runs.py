@@ -102,7 +102,8 @@ def test_a_moved_cache_keeps_the_trained_model_and_the_references(smoke_runs, tm
     import vlmlab.runs as runs
 
     moved = tmp_path / "moved-cache"
-    shutil.copytree(os.environ["VLMLAB_CACHE"], moved)
+    # finished entries only: a parallel test worker may be writing a hidden temporary entry into the shared cache
+    shutil.copytree(os.environ["VLMLAB_CACHE"], moved, ignore=shutil.ignore_patterns(".*"))
     monkeypatch.setenv("VLMLAB_CACHE", str(moved))
     calls = []
     monkeypatch.setattr(runs, "train_stages", lambda *a, **k: calls.append(1))
