@@ -11,8 +11,9 @@ import torch
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # one thread per parallel worker, for the notebooks' kernels too: spinning OpenMP threads of two workers on
     # two cores slow each other down several times over
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = "1"
+    from vlmlab.sweep import THREAD_VARS  # the variables a sweep sets for its runs' thread count
+
+    os.environ.update({var: "1" for var in THREAD_VARS})
     torch.set_num_threads(1)
 else:
     torch.set_num_threads(min(2, torch.get_num_threads()))
