@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
+IN_WORKER = bool(os.environ.get("PYTEST_XDIST_WORKER"))  # a pytest-xdist worker process (pyproject's `-n`)
+if IN_WORKER:
     # one thread per parallel worker, for the notebooks' kernels too: spinning OpenMP threads of two workers on
     # two cores slow each other down several times over
     from vlmlab.sweep import THREAD_VARS  # the variables a sweep sets for its runs' thread count
@@ -24,10 +25,11 @@ os.environ["VLMLAB_BATCH"] = "1"
 
 @pytest.fixture(scope="session", autouse=True)
 def _smoke_cache(tmp_path_factory):
-    """Tests never touch the user's cache: backbones for the smoke budget are built once per session here."""
+    """Tests never touch the user's cache: backbones for the smoke budget are built once per test run here (the
+    parallel workers share it)."""
     if "VLMLAB_TEST_CACHE" in os.environ:  # reuse across test sessions when set (local iteration)
         root = Path(os.environ["VLMLAB_TEST_CACHE"])
-    elif os.environ.get("PYTEST_XDIST_WORKER"):  # parallel workers share one cache; its per-entry locks
+    elif IN_WORKER:  # parallel workers share one cache; its per-entry locks
         root = tmp_path_factory.getbasetemp().parent / "vlmlab-cache"  # let one worker build each entry
         root.mkdir(exist_ok=True)
     else:
