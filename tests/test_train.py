@@ -45,3 +45,34 @@ def test_foreach_updates_are_bitwise_the_single_tensor_ones(tiny_backbones, smok
     assert not changed, f"foreach and single-tensor updates differ in {changed[:5]}"
     start = build("llava", tiny_backbones, smoke_budget).state_dict()
     assert any(not torch.equal(fast[k], start[k]) for k in start if k.startswith("lm."))  # the LLM did train
+
+
+def test_set_trainable_keeps_the_fixed_sincos_position_embeddings_frozen(tiny_backbones, smoke_budget, world):
+    """Ovis S2/S3 train the whole vision tower: its fixed 2-D sin-cos position embeddings (MAE's; the default
+    ``vit_pos_embed``) must stay fixed, neither handed to the optimiser nor changed by its steps."""
+    from vlmlab.backbones.vision import sincos_2d
+
+    assert smoke_budget.vit_pos_embed == "sincos"
+    torch.manual_seed(0)
+    m = build("ovis", tiny_backbones, smoke_budget)
+    st = next(s for s in m.stages() if "vision" in s.trainable)
+    params = set_trainable(m, st.trainable)
+    pe = m.vision.vit.pos_embed
+    assert not pe.requires_grad, "set_trainable unfroze the fixed sin-cos position embeddings"
+    assert all(p is not pe for p in params)
+    assert m.vision.vit.blocks[0].attn.qkv.weight.requires_grad  # the rest of the tower does train
+    data = make_data(world, 4)
+    train.optimize(params, lambda s: data(st.task, s), m.loss_lm, 2, 1e-2, progress=False)
+    assert torch.equal(m.vision.vit.pos_embed, sincos_2d(m.vision.grid, m.vision.dim))
+
+
+def test_set_trainable_leaves_the_mae_decoders_sincos_fixed_and_learned_embeddings_trainable():
+    from vlmlab.backbones.vision import MAEDecoder, make_vit
+
+    mods = torch.nn.ModuleDict({"fixed": make_vit(32, 8, 16, 1, 2, "sincos"),
+                                "learned": make_vit(32, 8, 16, 1, 2, "learned"),
+                                "dec": MAEDecoder(16, 16, 1, 2, 16, 8 * 8 * 3, "sincos")})
+    params = {id(p) for p in set_trainable(mods, ["fixed", "learned", "dec"])}
+    assert not mods["fixed"].pos_embed.requires_grad and id(mods["fixed"].pos_embed) not in params
+    assert not mods["dec"].pos.requires_grad and id(mods["dec"].pos) not in params
+    assert mods["learned"].pos_embed.requires_grad and id(mods["learned"].pos_embed) in params

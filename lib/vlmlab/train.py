@@ -99,7 +99,10 @@ class Stage:
 
 
 def set_trainable(model: torch.nn.Module, names) -> list[torch.nn.Parameter]:
-    """Freeze everything, then unfreeze the named sub-modules (dotted paths). Returns the trainable params."""
+    """Freeze everything, then unfreeze the named sub-modules (dotted paths). Returns the trainable params.
+
+    Tables meant to stay fixed (the ViTs' sin-cos position embeddings) are buffers, not parameters, so
+    unfreezing a whole vision tower leaves them fixed (``vlmlab.backbones.vision._position_embeddings``)."""
     model.requires_grad_(False)
     params = []
     for name in names:

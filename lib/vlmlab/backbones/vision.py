@@ -39,21 +39,27 @@ def sincos_2d(grid: int, dim: int, n_prefix: int = 1) -> torch.Tensor:
     return torch.cat([torch.zeros(n_prefix, dim, dtype=torch.float64), body]).float()[None]
 
 
-def _position_embeddings(param: nn.Parameter, kind: str, grid: int, n_prefix: int) -> None:
-    """Keep ``param`` learned, or overwrite it with fixed 2-D sin-cos codes and freeze it (``kind="sincos"``)."""
+def _position_embeddings(owner: nn.Module, name: str, kind: str, grid: int, n_prefix: int) -> None:
+    """Keep the parameter ``owner.<name>`` learned, or replace it with fixed 2-D sin-cos codes (``kind="sincos"``).
+
+    The fixed table is a persistent buffer under the same name, not a frozen parameter: it stays in the state dict
+    (checkpoints keep their keys and load either way), but ``requires_grad_(True)`` on a module, which is how a
+    stage unfreezes a whole vision tower (``vlmlab.train.set_trainable``), cannot make it train."""
     if kind not in POS_EMBEDS:
         raise ValueError(f"pos_embed={kind!r}; allowed values: {POS_EMBEDS}")
     if kind == "sincos":
-        param.data.copy_(sincos_2d(grid, param.shape[-1], n_prefix))
-        param.requires_grad_(False)
+        dim = getattr(owner, name).shape[-1]
+        delattr(owner, name)
+        owner.register_buffer(name, sincos_2d(grid, dim, n_prefix))
 
 
 def make_vit(image_size: int, patch: int, dim: int, depth: int, heads: int, pos_embed: str = "learned") -> nn.Module:
-    """A timm ViT; ``pos_embed="sincos"`` replaces its learned position embeddings by fixed 2-D sin-cos ones."""
+    """A timm ViT; ``pos_embed="sincos"`` replaces its learned position embeddings by fixed 2-D sin-cos ones (a
+    buffer, see :func:`_position_embeddings`)."""
     vit = timm.create_model(
         "vit_tiny_patch16_224", pretrained=False, img_size=image_size, patch_size=patch, embed_dim=dim,
         depth=depth, num_heads=heads, num_classes=0, global_pool="avg", class_token=True)
-    _position_embeddings(vit.pos_embed, pos_embed, vit.patch_embed.grid_size[0], vit.num_prefix_tokens)
+    _position_embeddings(vit, "pos_embed", pos_embed, vit.patch_embed.grid_size[0], vit.num_prefix_tokens)
     return vit
 
 
@@ -166,7 +172,7 @@ class MAEDecoder(nn.Module):
         nn.init.normal_(self.mask_token, std=0.02)
         nn.init.normal_(self.pos, std=0.02)
         # MAE's decoder: fixed 2-D sin-cos, so each mask token knows which patch it stands for
-        _position_embeddings(self.pos, pos_embed, math.isqrt(n_patches), n_prefix=1)
+        _position_embeddings(self, "pos", pos_embed, math.isqrt(n_patches), n_prefix=1)
 
     def forward(self, tokens: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
         """tokens [B, 1+keep, enc_dim] -> pixel predictions [B, N, patch_pixels]."""
