@@ -153,6 +153,37 @@ def test_hard_modes_one_hot_with_head_gradient(ovis, world, mode):
     assert m.head[0].weight.grad is not None and m.head[0].weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("tau", [0.3, 1.0, 2.5])
+def test_gumbel_mode_is_torchs_hard_gumbel_softmax(ovis, world, tau):
+    """The official Ovis code tokenizes with F.gumbel_softmax(logits, tau, hard=True): one-hot argmax of
+    softmax((z + g) / tau) forward, that softmax's gradient backward. Same seed, same sample."""
+    m = ovis(tokenize="gumbel", temperature=tau).train()
+    z = m.logits(_pixels(world)).detach().requires_grad_()
+    torch.manual_seed(7)
+    p, _ = m.probabilities(z)
+    torch.manual_seed(7)
+    want = F.gumbel_softmax(z.float(), tau=tau, hard=True)
+    assert torch.equal(p.argmax(-1), want.argmax(-1))
+    torch.testing.assert_close(p, want, rtol=0, atol=1e-6)
+    w = torch.randn_like(p)
+    (g_p,) = torch.autograd.grad((p * w).sum(), z)
+    (g_want,) = torch.autograd.grad((want * w).sum(), z)
+    torch.testing.assert_close(g_p, g_want, rtol=1e-5, atol=1e-7)
+    torch.manual_seed(7)
+    assert torch.equal(m.probabilities(z)[0], p)  # seeded: the same draw again
+
+
+def test_gumbel_samples_follow_softmax_of_the_logits_whatever_the_temperature(ovis):
+    """Gumbel-max: argmax(z + g) is distributed as softmax(z); tau only shapes the gradient. (Noise added after
+    dividing by tau, softmax(z / tau + g), would sample from softmax(z / tau) instead.)"""
+    m = ovis(tokenize="gumbel", table_size=6, temperature=3.0).train()
+    row = torch.tensor([2.0, 0.0, -1.0, 1.0])
+    torch.manual_seed(0)
+    p, _ = m.probabilities(row.expand(1, 40000, 4))
+    freq = p.detach()[0].mean(0)
+    torch.testing.assert_close(freq, row.softmax(-1), rtol=0, atol=0.015)
+
+
 def test_topk_straight_through_gradient_and_one_equals_st(ovis, world):
     x = _pixels(world)
     m1, mst = ovis(indexings=1), ovis(tokenize="st")
@@ -203,7 +234,13 @@ def test_knob_errors(tiny_backbones, smoke_budget):
         build("ovis", tiny_backbones, smoke_budget, {"temperature": 0.0})
     with pytest.raises(ValueError, match=r"table_size"):
         build("ovis", tiny_backbones, smoke_budget, {"table_size": 2})
-    build("ovis", tiny_backbones, smoke_budget, {"table_size": 16, "indexings": 16})  # k = K: dense, allowed
+    for k in (16, 15):  # only K - 2 = 14 entries exist: k = K or K - 1 would be silently dense
+        with pytest.raises(ValueError, match=r"indexings.*is %d.*table's 14 entries.*allowed values: 0 \(dense\) "
+                                             r"or 1\.\.14" % k):
+            build("ovis", tiny_backbones, smoke_budget, {"table_size": 16, "indexings": k})
+    build("ovis", tiny_backbones, smoke_budget, {"table_size": 16, "indexings": 14})  # k = K - 2: every entry
+    with pytest.raises(ValueError, match=r"temperature.*between 0\.01 and 100"):
+        build("ovis", tiny_backbones, smoke_budget, {"temperature": 1e-300})
 
 
 # ---- stages: only the LM loss; frozen parameters get no gradient -----------------------------------------

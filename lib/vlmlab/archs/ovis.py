@@ -28,8 +28,10 @@ Substitutes for the tiny world (see DESIGN.md):
   tiny budget cannot re-learn a block from scratch. ``reinit_last_block=True`` gives v1.0's recipe.
 - Learning rates: new modules (head, VTE, a re-initialised block) use ``budget.vlm_lr``; pretrained modules
   (the ViT, the LLM) use ``budget.llm_lr`` (the paper uses 1e-4 for all in S1/S2 and 1e-5-2e-5 in S3).
-- Gumbel's temperature is a fixed knob (the code anneals it 5 -> 0.05); at evaluation (``model.eval()``)
-  Gumbel noise is dropped and the argmax is used.
+- Gumbel mode is the official code's ``F.gumbel_softmax(logits, tau, hard=True)`` (the Ovis GitHub repo's
+  ``modeling_ovis.py``): softmax((z + g) / tau), the noise added before the temperature, so the forward one-hot
+  is distributed as softmax(z) whatever tau. Its temperature is a fixed knob (the code anneals it 5 -> 0.05); at
+  evaluation (``model.eval()``) Gumbel noise is dropped and the argmax is used.
 - ``st``: straight-through argmax computed on the *softmax* (as the HF transformers port does); the official
   code passes the raw logits through the estimator.
 - ``indexings`` (top-k of p, renormalised; an extension knob the paper's App. E motivates, where only ~288 of
@@ -68,8 +70,10 @@ class OvisKnobs(Knobs):
     tokenize: str = knob("softmax", choices=("softmax", "gumbel", "st"),
                          doc="softmax (paper), gumbel (hard Gumbel-softmax), st (straight-through argmax on the "
                              "softmax, as the HF port)")
-    temperature: float = knob(1.0, check=(lambda v: v > 0, "> 0"),
-                              doc="divides the (normalised) logits before softmax / Gumbel-softmax")
+    # bounded so that the logits divided by it stay finite in fp32 (the official code anneals 5 -> 0.05)
+    temperature: float = knob(1.0, check=(lambda v: 0.01 <= v <= 100, "> 0, between 0.01 and 100"),
+                              doc="divides the (normalised) logits before softmax; in gumbel mode the noisy logits, "
+                                  "softmax((z + g) / tau) as F.gumbel_softmax")
     head_norm: bool = knob(True, doc="LayerNorm(K-2) over the head's logits (a learned per-entry temperature)")
     vte_init: str = knob("normal", choices=("normal", "wte"),
                          doc="VTE init: normal = N(0,1) (paper; measured at least as good here), wte = the LLM "
@@ -80,10 +84,12 @@ class OvisKnobs(Knobs):
                                               "unfreeze it (v1.5, default)")
 
     def validate(self, arch: str) -> None:
-        if self.indexings > self.table_size:
+        entries = self.table_size - N_IND  # the rows a patch can index: the last N_IND are the image indicators
+        if self.indexings > entries:
             raise ValueError(
-                f"knob 'indexings' of arch={arch!r} is {self.indexings}: top-k larger than the table "
-                f"(knob 'table_size' = {self.table_size}); allowed values: 0 (dense) or 1..{self.table_size}")
+                f"knob 'indexings' of arch={arch!r} is {self.indexings}: top-k larger than the table's {entries} "
+                f"entries (knob 'table_size' = {self.table_size}, of which {N_IND} are indicator rows); allowed "
+                f"values: 0 (dense) or 1..{entries}")
 
 
 def space_to_depth(x: torch.Tensor, hs: int) -> torch.Tensor:
@@ -155,14 +161,16 @@ class Ovis(VLM):
     def probabilities(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Head output [B, n, K-2] -> (p fed to the VTE, dense softmax p) each [B, n, K-2], rows summing to 1."""
         kn = self.knobs
-        z = logits.float() / kn.temperature  # the softmax in fp32, as v2.5
-        soft = z.softmax(-1)
+        z = logits.float()  # the softmax in fp32, as v2.5
+        soft = (z / kn.temperature).softmax(-1)
         if kn.tokenize == "softmax":
             p = soft
         else:
             if kn.tokenize == "gumbel" and self.training:
-                u = torch.rand_like(z).clamp_(1e-10, 1.0 - 1e-7)
-                y = (z - torch.log(-torch.log(u))).softmax(-1)  # Gumbel-softmax sample, temperature tau
+                # F.gumbel_softmax's sample (official code): g ~ Gumbel(0, 1) from the global (seeded) generator,
+                # drawn as -log Exp(1) like torch's; the noise is added before dividing by tau
+                g = -torch.empty_like(z).exponential_().clamp_(min=torch.finfo(z.dtype).tiny).log()
+                y = ((z + g) / kn.temperature).softmax(-1)
             else:  # st, or gumbel at evaluation (no noise)
                 y = soft
             hard = F.one_hot(y.argmax(-1), y.shape[-1]).to(y.dtype)
