@@ -237,7 +237,7 @@ def test_stage2_gradients_no_rec_and_prefix_length(tiny_backbones, smoke_budget,
 
 
 def test_stage2_options(tiny_backbones, smoke_budget, batch):
-    m = make(tiny_backbones, smoke_budget, {"rec_stage2": True})
+    m = make(tiny_backbones, smoke_budget, {"rec_stage2": True, "mask_stage2": True})
     calls = []
     m.decoder.register_forward_hook(lambda *a: calls.append(1))
     set_trainable(m, m.stages()[-1].trainable)
@@ -250,6 +250,32 @@ def test_stage2_options(tiny_backbones, smoke_budget, batch):
     assert "lm" in m.stages()[-1].trainable and "lm" not in m.stages()[1].trainable
     assert m.stages()[-1].lr["lm"] == smoke_budget.llm_lr
     assert math.isclose(sum(s.share for s in m.stages()), 1.0)
+
+
+def test_stage2_trains_on_the_unmasked_mae_input_it_is_evaluated_on(tiny_backbones, smoke_budget, batch, cap):
+    px = batch["pixel_values"]
+    m = make(tiny_backbones, smoke_budget)
+    unzero_fusion(m)  # so that the prefix depends on M'
+    N = m.mim.grid ** 2
+    m.train()
+    train_prefix, e = m.visual_tokens(px)  # the stage-2 path (loss_stage2 -> forward -> visual_tokens)
+    assert e["m"].shape[1] == 1 + N and not e["mask"].any(), "stage 2 trains on a masked MAE input"
+    m.eval()
+    torch.testing.assert_close(train_prefix, m.visual_tokens(px)[0], rtol=0, atol=0)  # trained as evaluated
+    m.train()
+    terms = m.stage1_terms(cap, torch.Generator().manual_seed(0))  # stage 1 still masks, for L_rec
+    assert torch.isfinite(terms["rec"]) and int(m.streams(px)["mask"].sum(1).unique()) == N - round(N * 0.5)
+
+
+def test_mask_stage2_knob_masks_the_stage2_training_input_only(tiny_backbones, smoke_budget, batch):
+    px = batch["pixel_values"]
+    m = make(tiny_backbones, smoke_budget, {"mask_stage2": True, "rec_stage2": True}).train()
+    N = m.mim.grid ** 2
+    _, e = m.visual_tokens(px)
+    assert e["m"].shape[1] == 1 + round(N * 0.5) and int(e["mask"].sum(1).unique()) == N - round(N * 0.5)
+    assert torch.isfinite(m.loss_stage2(batch))
+    m.eval()
+    assert m.visual_tokens(px)[1]["m"].shape[1] == 1 + N  # evaluated unmasked (mask_at_inference=False)
 
 
 # ---- check 7: step 0 equals BLIP-2 -------------------------------------------------------------------------------
@@ -288,6 +314,8 @@ def test_step0_equals_blip2(tiny_backbones, smoke_budget, cap, batch):
     ({"features": "mim", "fusion": "concat", "rec_stage1": False}, r"fusion.*features='mim'"),
     ({"rec_stage2": True, "fusion": "concat", "rec_stage1": False}, r"rec_stage2"),
     ({"features": "cl", "fusion": "none", "rec_stage1": False, "mask_at_inference": True}, r"mask_at_inference"),
+    ({"features": "cl", "fusion": "none", "rec_stage1": False, "mask_stage2": True}, r"mask_stage2.*MAE stream"),
+    ({"rec_stage2": True}, r"rec_stage2.*masked.*mask_stage2=True"),
     ({"stage1_share": 0.6, "describe_share": 0.4}, r"stage1_share.*describe_share"),
     ({"mae_mask_ratio": 1.0}, r"mae_mask_ratio.*between 0 and 1"),
     ({"fusion": "sideways"}, r"fusion.*allowed values.*dual_ca"),

@@ -42,8 +42,9 @@ Tiny-world substitutes and decisions (each also noted where it happens):
 - L_rec is computed once per step, on the ITC pass (queries without text, = the ITG pass's query states);
   the target is ``mae_target`` of the prepared pixels (per-patch normalised pixels, what the tiny MAE decoder
   was trained on). The MAE stream is masked at ``mae_mask_ratio`` (paper 0.5; the tiny MAE was pretrained at
-  0.75) whenever the model is training, and at inference only with ``mask_at_inference`` (unverified in the
-  paper; default off).
+  0.75) while stage 1 trains, and at inference only with ``mask_at_inference`` (unverified in the paper;
+  default off). Stage 2 trains on the input it is evaluated on (unmasked by default); ``mask_stage2`` masks it
+  while training, as L_rec in stage 2 (``rec_stage2``, the paper's ablation) needs.
 - Stage 2 data: the world's VQA prompts ("qa"), optionally preceded by a "describe" stage (full scene text:
   the world's dense image-text pairs). The paper trains stage 2 on image-text pairs and evaluates zero-shot;
   a tiny LLM cannot answer zero-shot in a prompt format it never saw, so stage 2 trains on the evaluated
@@ -90,6 +91,8 @@ class XFormerKnobs(Knobs):
     mae_mask_ratio: float = knob(0.5, check=(lambda v: 0.0 < v < 1.0, "strictly between 0 and 1"),
                                  doc="fraction of patches hidden from the MAE encoder (paper 0.5)")
     mask_at_inference: bool = knob(False, doc="mask the MAE input at inference too (unverified in the paper)")
+    mask_stage2: bool = knob(False, doc="mask the MAE input while training stage 2 too (default: stage 2 trains "
+                                        "unmasked, as it is evaluated; rec_stage2 needs it)")
     feature_layer: int = knob(-2, doc="block of the CL ViT read as C (Python index; -2 = penultimate, as BLIP-2)")
     tune_llm: bool = knob(False, doc="unfreeze the LLM in the stage-2 qa stage (paper: frozen)")
     stage1_share: float = knob(0.4, check=(lambda v: 0.0 < v < 1.0, "strictly between 0 and 1"),
@@ -108,9 +111,13 @@ class XFormerKnobs(Knobs):
             if getattr(self, name) and fu != "dual_ca":
                 raise ValueError(f"knob {name!r}=True needs fusion='dual_ca' (L_rec trains through CA-1); got "
                                  f"features={f!r}, fusion={fu!r} for arch={arch!r}: set {name}=False")
-        if self.mask_at_inference and f == "cl":
-            raise ValueError(f"knob 'mask_at_inference'=True needs an MAE stream (features 'both' or 'mim'); "
-                             f"got features='cl' for arch={arch!r}")
+        for name in ("mask_at_inference", "mask_stage2"):
+            if getattr(self, name) and f == "cl":
+                raise ValueError(f"knob {name!r}=True needs an MAE stream (features 'both' or 'mim'); "
+                                 f"got features='cl' for arch={arch!r}")
+        if self.rec_stage2 and not self.mask_stage2:
+            raise ValueError(f"knob 'rec_stage2'=True needs a masked stage-2 MAE input (L_rec is computed on the "
+                             f"masked patches) for arch={arch!r}: set mask_stage2=True")
         if self.stage1_share + self.describe_share >= 1.0:
             raise ValueError(f"knobs 'stage1_share' + 'describe_share' must be < 1 (the qa stage needs steps); "
                              f"got {self.stage1_share} + {self.describe_share} for arch={arch!r}")
@@ -362,12 +369,14 @@ class XFormer(VLM):
             ids = torch.arange(N, device=x.device).expand(B, N)
             return enc.vit.norm(x), ids, torch.zeros(B, N, device=x.device)
 
-    def streams(self, pixel_values: torch.Tensor, generator=None) -> dict:
+    def streams(self, pixel_values: torch.Tensor, generator=None, masked: bool | None = None) -> dict:
         """Frozen features for one batch: C, and (with an MAE stream) M, ids_restore, mask; plus the Q-Former's
-        cross-attention input ``feats``."""
+        cross-attention input ``feats``. The MAE input is masked when ``masked``; None: stage 1's rule, masked
+        while training (L_rec needs hidden patches) and at inference with ``mask_at_inference``."""
         out = {"c": self.clip_tokens(pixel_values), "m": None}
         if self.uses_mae:
-            masked = self.training or self.knobs.mask_at_inference
+            if masked is None:
+                masked = self.training or self.knobs.mask_at_inference
             out["m"], out["ids_restore"], out["mask"] = self.mae_tokens(pixel_values, masked, generator)
         out["feats"] = self.qformer.encode_features(out["c"], out["m"])
         return out
@@ -399,7 +408,9 @@ class XFormer(VLM):
 
     # ---- the LLM side (stage 2) --------------------------------------------------------------------------------
     def visual_tokens(self, pixel_values: torch.Tensor):
-        s = self.streams(pixel_values)
+        # stage 2 trains on the MAE input it is evaluated on, unless mask_stage2
+        k = self.knobs
+        s = self.streams(pixel_values, masked=k.mask_stage2 if self.training else k.mask_at_inference)
         out = self.qformer_pass(s["feats"], s["m"])  # queries only: no text in the LLM-alignment stage
         prefix = self.fc(out["z"])  # [B, n_q, d_lm]
         extras = {"z_q": out["z_q"], "z": out["z"], "m_fused": out["m_fused"]}
