@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
     ({"arch": "gpt5"}, ValueError, r"arch='gpt5'.*allowed values.*llava"),
     ({"budget": "huge"}, ValueError, r"budget='huge'.*allowed values.*default.*smoke"),
     ({"knobs": {"table_size": 8}}, ValueError, r"knobs=\['table_size'\] do not apply to arch='llava'"),
-    ({"seed": "0"}, TypeError, r"parameter 'seed' must be a int"),
-    ({"knobs": {"connector_depth": 2.5}}, TypeError, r"connector_depth.*must be a int"),
+    ({"seed": "0"}, TypeError, r"parameter 'seed' must be an int"),
+    ({"knobs": {"connector_depth": 2.5}}, TypeError, r"connector_depth.*must be an int"),
     ({"precision": "fp8"}, ValueError, r"precision='fp8'.*allowed values"),
 ])
 def test_bad_parameters_fail_with_named_parameter(params, exc, pattern):

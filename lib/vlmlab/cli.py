@@ -50,13 +50,13 @@ def cmd_run(a):
     from .runs import RunConfig, params_hash
 
     knobs = dict(a.knob or [])
-    RunConfig.from_params(arch=a.arch, knobs=knobs, seed=a.seed, budget=a.budget, precision=a.precision)
     params = {"arch": a.arch, "knobs": knobs, "seed": a.seed, "budget": a.budget, "precision": a.precision}
+    out = Path(a.out) if a.out else REPO / "papermill_runs" / "cli" / f"{a.arch}-{params_hash(params)}"
+    config = RunConfig.from_params(**params, output_dir=out)  # every parameter, before any backbone loads
     if a.in_process:
         from .runs import run
 
-        out = Path(a.out or REPO / "papermill_runs" / "cli" / f"{a.arch}-{params_hash(params)}")
-        rec = run(RunConfig.from_params(**params), output_dir=out).record
+        rec = run(config, output_dir=out).record
     else:
         from .archs import backbones_needed
         from .backbones import ensure_backbones
@@ -68,7 +68,6 @@ def cmd_run(a):
         # notebook's kernel (the first run spends most of its time there); the notebook loads them. Only those
         # the arch reads: LLaVA does not wait for the MIM encoder (`vlmlab pretrain` builds all three)
         ensure_backbones(budget=get_budget(a.budget), device=pick_device(), kinds=backbones_needed(a.arch, knobs))
-        out = Path(a.out or REPO / "papermill_runs" / "cli" / f"{a.arch}-{params_hash(params)}")
         rec = execute_notebook(RUN_NOTEBOOK, out, params, progress=True)
         print(f"executed notebook: {out / 'run.ipynb'}")
     print(f"record: {out / 'record.json'}")
@@ -107,12 +106,35 @@ def main(argv=None):
     add_course_cli(sub)
 
     a = p.parse_args(argv)
+    # the project's own errors end in one line, no traceback: bad input (2), a run that failed or a file that
+    # could not be written or read (1), Ctrl-C (130)
     try:
         a.fn(a)
     except (ValueError, TypeError) as e:
-        print(f"vlmlab: error: {e}", file=sys.stderr)
-        return 2
+        return _error(e, 2)
+    except KeyboardInterrupt:
+        print("vlmlab: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if isinstance(e, _run_errors()):
+            return _error(e, 1)
+        raise
     return 0
+
+
+def _run_errors() -> tuple:
+    """A failed run (in a notebook, or a non-finite loss in this process) and an unwritable or unreadable file.
+    NonFiniteLoss is looked up only where vlmlab.train was imported, so that the CLI itself never imports torch."""
+    from .sweep import RunFailed
+
+    train = sys.modules.get("vlmlab.train")
+    return (RunFailed, OSError) + ((train.NonFiniteLoss,) if train is not None else ())
+
+
+def _error(e: BaseException, rc: int) -> int:
+    text = " ".join(str(e).split()) or type(e).__name__  # one line, whatever the message held
+    print(f"vlmlab: error: {text}", file=sys.stderr)
+    return rc
 
 
 if __name__ == "__main__":

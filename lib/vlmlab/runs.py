@@ -5,6 +5,7 @@ training starts, and an error names the parameter and its allowed values.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import platform
@@ -21,10 +22,11 @@ from .backbones import Backbones, load_backbones
 from .backbones import cache
 from .backbones.cache import cache_root, config_key
 from .budgets import BUDGETS, Budget, get_budget
+from .checks import article, check_output_dir, check_seed
 from .device import PRECISIONS, pick_device, seed_everything
 from .evaluate import evaluate
 from .jsonio import params_hash, write_json_atomic
-from .train import train_stages
+from .train import NonFiniteLoss, train_stages
 from .world import World, WorldConfig
 
 
@@ -40,22 +42,26 @@ class RunConfig:
 
     @classmethod
     def from_params(cls, arch="llava", knobs=None, seed=0, budget="default", precision="fp32", device="auto",
-                    references=True) -> "RunConfig":
-        """Validate user parameters (e.g. from a papermill cell) and build the config; raises before training."""
+                    references=True, output_dir=None) -> "RunConfig":
+        """Validate user parameters (e.g. from a papermill cell) and build the config; raises before training.
+        The one check of a run's parameters: the CLI, the run notebook, the sweeps (at ``--list``) and
+        :func:`run` call it. ``output_dir`` is only checked (it is not part of the config)."""
         _expect("arch", arch, str)
         if arch not in ARCHS:
             raise ValueError(f"arch={arch!r} is unknown; allowed values: {sorted(ARCHS)}")
         _expect("budget", budget, str)
-        get_budget(budget)
-        _expect("seed", seed, int)
+        b = get_budget(budget)
+        check_seed("seed", seed)
         _expect("knobs", knobs if knobs is not None else {}, dict)
         _expect("precision", precision, str)
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r}; allowed values: {list(PRECISIONS)}")
         _expect("device", device, str)
         _expect("references", references, bool)
+        check_output_dir("output_dir", output_dir)
         cls_ = get_arch(arch)
-        cls_.KnobsClass.build(arch, knobs)  # validates names, types, values and combinations
+        built = cls_.KnobsClass.build(arch, knobs)  # validates names, types, values and combinations
+        _check_vit_blocks(arch, built, b)
         return cls(arch, dict(knobs or {}), seed, budget, precision, device, references)
 
     def resolved(self) -> dict:
@@ -66,7 +72,39 @@ class RunConfig:
 def _expect(name, value, typ):
     ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
     if not ok:
-        raise TypeError(f"parameter {name!r} must be a {typ.__name__}, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"parameter {name!r} must be {article(typ.__name__)}, got {value!r} "
+                        f"({type(value).__name__})")
+
+
+def _check_vit_blocks(arch: str, knobs, budget: Budget) -> None:
+    """Knobs that index ViT blocks, checked against the budget's ViT depth (what the backbones a run loads have),
+    so a bad index fails here and not after the backbones load."""
+    depth = budget.vit_depth
+    layer = getattr(knobs, "feature_layer", None)
+    if layer is not None and not -depth <= layer < depth:
+        raise ValueError(f"knob 'feature_layer' of arch={arch!r} got {layer}; the ViT of budget {budget.name!r} has "
+                         f"{depth} blocks: allowed values {-depth}..{depth - 1}")
+    if arch == "llavit":
+        from .archs.llavit import feature_blocks
+
+        feature_blocks(knobs.layers, depth)  # raises naming the knob 'layers' and the allowed block indices
+
+
+def _non_finite_advice(config: "RunConfig", err: NonFiniteLoss) -> NonFiniteLoss:
+    """The trainer's NonFiniteLoss with advice naming this run's knobs: which ones it moved from their defaults,
+    or, at the defaults, the backbones and the precision (the only other inputs a user chooses)."""
+    cls_ = get_arch(config.arch).KnobsClass
+    defaults = {f.name: f.default for f in dataclasses.fields(cls_)}
+    resolved = asdict(cls_.build(config.arch, config.knobs))
+    moved = [f"{k}={v!r} (default {defaults[k]!r})" for k, v in resolved.items() if v != defaults[k]]
+    if moved:
+        hint = (f"this run sets knob(s) {', '.join(moved)} of arch={config.arch!r}: try values nearer the defaults; "
+                f"if the defaults fail too, rebuild the backbones (vlmlab pretrain --budget {config.budget} --rebuild)")
+    else:
+        hint = (f"arch={config.arch!r} runs at its default knobs ({', '.join(defaults) or 'none'}), so the "
+                f"inputs are suspect: rebuild the backbones (vlmlab pretrain --budget {config.budget} --rebuild)"
+                + ("" if config.precision == "fp32" else f", or use precision='fp32' instead of {config.precision!r}"))
+    return NonFiniteLoss(f"{err}; {hint}")
 
 
 @dataclass
@@ -80,9 +118,12 @@ class Experiment:
     record: dict
 
 
-def make_data(world: World, batch_size: int):
+def make_data(world: World, batch_size: int, grounding: float = 0.0):
+    """Training batch ``step`` of a task; ``grounding`` of the question tasks' questions are look-ups
+    (``Budget.vlm_grounding``)."""
     def data(task: str, step: int) -> dict:
-        return world.batch(task, "train", step * batch_size, batch_size, with_images=task != "blind")
+        g = grounding if task in ("qa", "blind") else 0.0
+        return world.batch(task, "train", step * batch_size, batch_size, with_images=task != "blind", grounding=g)
     return data
 
 
@@ -106,9 +147,12 @@ def _references(bb: Backbones, world: World, budget: Budget, device, precision, 
     path = cache_root() / "references" / f"{key}.json"
     if path.is_file():
         try:
-            return json.loads(path.read_text())
-        except ValueError:
-            pass
+            cached = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            cached = None
+        if _valid_references(cached):
+            return cached
+        warnings.warn(f"rebuilding the malformed reference cache file {path}", stacklevel=2)
     out = {"wordings": {}}
     oracle = build("oracle", bb, budget).to(device)
     out["ceiling"] = evaluate(oracle, world, budget.eval_per_category, budget.eval_batch, precision=precision)
@@ -116,13 +160,29 @@ def _references(bb: Backbones, world: World, budget: Budget, device, precision, 
     del oracle
     seed_everything(world.seed)
     blind = build("blind", bb, budget).to(device)
-    logs = train_stages(blind, blind.stages(), make_data(world, budget.vlm_batch), budget, device=device,
+    data = make_data(world, budget.vlm_batch, budget.vlm_grounding)
+    logs = train_stages(blind, blind.stages(), data, budget, device=device,
                         precision=precision, progress=progress)
     out["floor"] = evaluate(blind, world, budget.eval_per_category, budget.eval_batch, precision=precision)
     out["wordings"]["floor"] = out["floor"].pop("wordings")
     out["floor_final_loss"] = logs[0].losses[-1] if logs and logs[0].losses else None
     write_json_atomic(path, out)
     return out
+
+
+def _valid_references(refs) -> bool:
+    """Whether a cached references entry holds what :func:`_references` writes: the floor's and the ceiling's
+    accuracies per split and their per-wording accuracies (anything else is rebuilt, not returned as None)."""
+    if not isinstance(refs, dict) or not isinstance(refs.get("wordings"), dict):
+        return False
+    for ref in ("floor", "ceiling"):
+        acc = refs.get(ref)
+        if not (isinstance(acc, dict) and all(isinstance(acc.get(s), dict) and acc[s] for s in ("test",
+                                                                                            "compositional"))):
+            return False
+        if not isinstance(refs["wordings"].get(ref), dict):
+            return False
+    return True
 
 
 # the sources whose code decides what a trained model and its record are: a change to any of them retires the
@@ -171,6 +231,7 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
     there instead of training when present (the teaching notebooks do; a sweep measures afresh); the record then
     carries ``"reused": <cache entry>`` and the timings of the run that trained it.
     """
+    check_output_dir("output_dir", output_dir)  # before any work: a record that cannot be written is lost
     budget = get_budget(config.budget)
     device = pick_device(config.device)
     t_start = time.perf_counter()
@@ -193,8 +254,12 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
             write_json_atomic(Path(output_dir) / "record.json", record)
         return Experiment(config, model, world, bb, record)
     t_train = time.perf_counter()
-    logs = train_stages(model, model.stages(), make_data(world, budget.vlm_batch), budget, device=device,
-                        precision=config.precision, progress=progress)
+    try:
+        data = make_data(world, budget.vlm_batch, budget.vlm_grounding)
+        logs = train_stages(model, model.stages(), data, budget, device=device,
+                            precision=config.precision, progress=progress)
+    except NonFiniteLoss as e:
+        raise _non_finite_advice(config, e) from None
     train_s = time.perf_counter() - t_train
     metrics = evaluate(model, world, budget.eval_per_category, budget.eval_batch, precision=config.precision)
     wordings = {"model": metrics.pop("wordings")}

@@ -69,8 +69,8 @@ def optimize(params, batches: Callable[[int], Any], loss_fn: Callable[[Any], tor
             with autocast(device, precision):
                 loss = loss_fn(batch)
             if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"{desc}: loss became {loss.item()} at step {step}; lower the learning rate or "
-                                    f"check the inputs")
+                # no advice here: what a user can change (knobs, backbones) is known to the caller (vlmlab.runs)
+                raise NonFiniteLoss(f"{desc}: loss became {loss.item()} at step {step}")
             update(opt, loss, all_params, clip)
             losses.append(float(loss.detach()))
             if step % 10 == 0:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attention import ATTENTION_TYPES, additive_mask, allowed_mask, image_span_ids
+from ..checks import article
 from ..train import Stage
 from ..world import IMG
 
@@ -69,7 +70,7 @@ class Knobs:
                 v = values[f.name] = float(v)
                 ok = True
             if not ok:
-                raise TypeError(f"knob {f.name!r} of arch={arch!r} must be a {want.__name__}, got {v!r} "
+                raise TypeError(f"knob {f.name!r} of arch={arch!r} must be {article(want.__name__)}, got {v!r} "
                                 f"({type(v).__name__})")
             choices = f.metadata.get("choices")
             if choices is not None and v not in choices:

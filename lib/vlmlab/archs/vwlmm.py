@@ -46,7 +46,9 @@ N_DIAG_IMAGES = 4  # images whose per-patch visual words the diagnostics list
 
 @dataclass
 class VWLMMKnobs(Knobs):
-    lambda_vm: float = knob(1.0, check=(lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
+    # bounded so that lambda_vm * L_vm stays finite in fp32 at step 0 (L_vm is a KL of a few nats there)
+    lambda_vm: float = knob(1.0, check=(lambda v: math.isfinite(v) and 0 <= v <= 100,
+                                        "a finite number >= 0 and <= 100"),
                             doc="weight of the visual-word KL loss L_vm (paper/code: 1; 0 = the LLaVA loss)")
     detach_target: bool = knob(False, doc="stop the gradient through the target q (code: False, the VM head and "
                                           "projector learn through q; True: a fixed-target distillation reading)")
