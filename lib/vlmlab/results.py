@@ -1,11 +1,12 @@
 """Run records -> tidy pandas tables."""
 from __future__ import annotations
 
-import json
+import warnings
 from pathlib import Path
 
 import pandas as pd
 
+from .jsonio import RecordError, load_record
 from .world import CATEGORIES
 
 ROWS = list(CATEGORIES) + ["semantic", "structural", "overall"]
@@ -77,14 +78,36 @@ def tidy(record: dict, run: str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def load_records(root: str | Path) -> list[tuple[str, dict]]:
-    """Every ``record.json`` under root (recursively), as (run directory, record)."""
+def load_records(root: str | Path, *, bad: list | None = None) -> list[tuple[str, dict]]:
+    """Every valid ``record.json`` under root (recursively; hidden directories such as a run's ``.pending``
+    skipped), as (run directory, record). An invalid one (:func:`vlmlab.jsonio.load_record`) is skipped: appended
+    to ``bad`` as (path, reason) when given, else a warning naming its path."""
     out = []
-    for p in sorted(Path(root).rglob("record.json")):
-        out.append((str(p.parent), json.loads(p.read_text())))
+    root = Path(root)
+    for p in sorted(root.rglob("record.json")):
+        if any(part.startswith(".") for part in p.relative_to(root).parts[:-1]):
+            continue
+        try:
+            out.append((str(p.parent), load_record(p)))
+        except RecordError as e:
+            _skip(bad, p, str(e).removeprefix(f"{p}: "))
     return out
 
 
-def collect(root: str | Path) -> pd.DataFrame:
-    frames = [tidy(rec, run) for run, rec in load_records(root)]
+def _skip(bad: list | None, path: Path, reason: str) -> None:
+    if bad is None:
+        warnings.warn(f"skipped {path}: {reason}", stacklevel=3)
+    else:
+        bad.append((str(path), reason))
+
+
+def collect(root: str | Path, *, bad: list | None = None) -> pd.DataFrame:
+    """One tidy frame (:func:`tidy`) of every valid record under ``root``; invalid ones are skipped as in
+    :func:`load_records`, as are records whose contents :func:`tidy` cannot read."""
+    frames = []
+    for run, rec in load_records(root, bad=bad):
+        try:
+            frames.append(tidy(rec, run))
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
+            _skip(bad, Path(run) / "record.json", f"not a run record ({type(e).__name__}: {e})")
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -22,10 +22,14 @@ parameter mappings (same keys as ``fixed``) each crossed with the grid and the s
 dicts. Each
 run executes in its own papermill process into ``<out>/<name>/<params_hash>/``, which holds the executed
 notebook, ``params.json``, the notebook's ``record.json`` (written atomically by the notebook) and
-``papermill.log``. A run whose ``record.json`` exists and parses is complete: re-running a sweep skips it
-(resume). A failed run keeps ``error.json`` and the notebook executed up to the failing cell, and the sweep goes
+``papermill.log``. A run whose ``record.json`` is a valid run record (:func:`vlmlab.jsonio.load_record`) is
+complete: re-running a sweep skips it (resume). The notebook writes its record into ``<run>/.pending/``, moved to
+``<run>/record.json`` only once the whole notebook has executed without error, so a run killed in its last cells
+is not complete. A failed run keeps ``error.json`` and the notebook executed up to the failing cell, and the sweep goes
 on; a later sweep retries it (removing the stale ``error.json`` first). A run directory is locked (``flock``)
-while a process executes it, so two sweeps over the same directory never execute one run twice at once.
+while a process executes it, so two sweeps over the same directory never execute one run twice at once; a sweep
+that finds a run busy waits for the other process to end it, then counts it complete (or executes it, had the
+other failed or been stopped).
 
 Runs go to a local pool (``workers`` papermill processes at a time) or, given a scheduler address, to a Dask
 cluster (:func:`run_sweep`). Both call :func:`run_one`, so the same spec gives the same records. On a Dask
@@ -54,12 +58,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .jsonio import params_hash, write_json_atomic
+from .checks import article, check_output_dir, check_seed
+from .jsonio import RecordError, load_record, params_hash, read_record, write_json_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "papermill_runs"
 SPEC_FIELDS = ("name", "notebook", "fixed", "grid", "seeds", "out", "cases")
 RESERVED_PARAMS = ("output_dir",)  # set by the sweep for every run
+PENDING = ".pending"  # where a run's notebook writes its record until the whole notebook has executed
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -75,30 +81,43 @@ def execute_notebook(notebook: str | Path, run_dir: str | Path, params: dict, *,
                      kernel: str = "python3") -> dict:
     """Execute ``notebook`` with ``params`` into ``run_dir``: the executed notebook, ``params.json`` and the
     notebook's ``record.json``. Returns the record. On failure the executed notebook (up to the failing cell)
-    and ``error.json`` are kept and :class:`RunFailed` carries the notebook's error message."""
+    and ``error.json`` are kept and :class:`RunFailed` carries the notebook's error message.
+
+    The notebook writes its record into ``run_dir/.pending/``; it becomes ``run_dir/record.json`` (the mark of a
+    complete run) only after papermill has executed every cell."""
     import papermill as pm
 
     run_dir = Path(run_dir)
+    check_output_dir("output_dir", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "params.json", params)
     out_nb = run_dir / Path(notebook).name
+    pending = run_dir / PENDING
     try:
-        pm.execute_notebook(str(notebook), str(out_nb), parameters={**params, "output_dir": str(run_dir)},
+        pm.execute_notebook(str(notebook), str(out_nb), parameters={**params, "output_dir": str(pending)},
                             kernel_name=kernel, cwd=str(run_dir), progress_bar=progress, log_output=False)
     except pm.PapermillExecutionError as e:
         msg = f"{e.ename}: {e.evalue}"
         write_json_atomic(run_dir / "error.json", {"error": msg, "cell": e.exec_count})
         raise RunFailed(msg) from None
-    return json.loads((run_dir / "record.json").read_text())
-
-
-def read_record(run_dir: str | Path) -> dict | None:
-    """The run's record if ``record.json`` exists and parses as a JSON object, else None."""
     try:
-        rec = json.loads((Path(run_dir) / "record.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return rec if isinstance(rec, dict) else None
+        rec = load_record(pending / "record.json")
+    except RecordError as e:
+        msg = f"the notebook finished without writing a valid record: {e}"
+        write_json_atomic(run_dir / "error.json", {"error": msg, "cell": None})
+        raise RunFailed(msg) from None
+    os.replace(pending / "record.json", run_dir / "record.json")  # atomic: the run is complete from here on
+    _remove_pending(run_dir)
+    return rec
+
+
+def _remove_pending(run_dir: Path) -> None:
+    """Drop what a run's notebook left in ``.pending`` (temp files, a record of an execution that did not end)."""
+    pending = run_dir / PENDING
+    if pending.is_dir():
+        for f in pending.iterdir():
+            f.unlink(missing_ok=True)
+        pending.rmdir()
 
 
 @contextlib.contextmanager
@@ -122,12 +141,21 @@ def _run_lock(run_dir: Path):
 
 
 def _clean_for_retry(run_dir: Path) -> None:
-    """Before (re-)executing a run: drop a stale error.json, an unparseable record and leftover temp files."""
+    """Before (re-)executing a run: drop a stale error.json, the pending record of an execution that did not end
+    and leftover temp files; an invalid record.json is kept aside as record.invalid.json, not deleted."""
     (run_dir / "error.json").unlink(missing_ok=True)
     if (run_dir / "record.json").exists() and read_record(run_dir) is None:
-        (run_dir / "record.json").unlink()
+        (run_dir / "record.json").replace(run_dir / "record.invalid.json")
+    _remove_pending(run_dir)
     for tmp in run_dir.glob(".*.json.*"):  # temp files of an atomic write that was killed mid-way
         tmp.unlink(missing_ok=True)
+
+
+def _wait_unlocked(run_dir: Path) -> None:
+    """Block until no process holds the run directory's lock (another sweep executing it has ended)."""
+    with open(run_dir / ".lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -286,8 +314,8 @@ def _check_value(where: str, value, default) -> None:
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         ok = True
     if not ok:
-        raise SweepSpecError(f"{where}: expected a {_type_name(default)} (the notebook's default is {default!r}), "
-                             f"got {value!r} ({_type_name(value)})")
+        raise SweepSpecError(f"{where}: expected {article(_type_name(default))} (the notebook's default is "
+                             f"{default!r}), got {value!r} ({_type_name(value)})")
 
 
 @dataclass
@@ -435,10 +463,20 @@ class SweepSpec:
             if not isinstance(self.seeds, list) or not self.seeds or not all(
                     isinstance(s, int) and not isinstance(s, bool) for s in self.seeds):
                 raise SweepSpecError(f"seeds: expected a non-empty list of integers, got {self.seeds!r}")
+            for seed in self.seeds:
+                try:
+                    check_seed("seed", seed)
+                except ValueError as e:
+                    raise SweepSpecError(f"seeds: {e}") from None
             if len(set(self.seeds)) != len(self.seeds):
                 raise SweepSpecError(f"seeds: {self.seeds} lists a seed twice")
             if "seed" in self.fixed or "seed" in self.grid:
                 raise SweepSpecError("seeds: 'seed' is also set in fixed or grid; give seeds only in 'seeds'")
+        try:
+            check_output_dir("out", self.out)
+            check_output_dir("out", self.sweep_dir)
+        except ValueError as e:
+            raise SweepSpecError(str(e)) from None
         runs = self.runs()
         hashes = {}
         for p in runs:
@@ -446,6 +484,26 @@ class SweepSpec:
             if h in hashes:
                 raise SweepSpecError(f"grid: two grid points give the same parameters {p}; remove the overlap")
             hashes[h] = p
+
+    def check_values(self, runs: list[dict] | None = None) -> None:
+        """Check every run's parameter values (default: all runs) by the run's own validation,
+        :meth:`vlmlab.runs.RunConfig.from_params`, when the notebook takes its parameters (the run notebook
+        does), so that a bad value fails here rather than inside each run's kernel. Imports torch: the CLI calls
+        it before executing (for the runs it will execute) and at ``--list``."""
+        import inspect
+
+        from .runs import RunConfig
+
+        defaults = notebook_parameters(self.notebook)
+        accepted = set(inspect.signature(RunConfig.from_params).parameters) - {"cls"}
+        if "arch" not in defaults or not set(defaults) <= accepted:
+            return  # another notebook: its parameters mean what it says, not what a run's do
+        base = {k: v for k, v in defaults.items() if k not in RESERVED_PARAMS and v is not None}
+        for p in self.runs() if runs is None else runs:
+            try:
+                RunConfig.from_params(**{**base, **p}, output_dir=str(self.run_dir(p)))
+            except (ValueError, TypeError) as e:
+                raise SweepSpecError(f"run {json.dumps(p, sort_keys=True)}: {e}") from None
 
     # ---- expansion
     def runs(self) -> list[dict]:
@@ -600,17 +658,23 @@ def run_sweep(spec: SweepSpec | str | Path, *, workers: int | None = None, dask_
             raise KeyboardInterrupt(f"run {rd.name} was interrupted")
         {"done": result.done, "skipped": result.skipped, "failed": result.failed, "busy": result.busy}[status] \
             .append(o)
-        bar.update(1)
+        if status != "busy":  # a busy run is counted once it has ended
+            bar.update(1)
         if result.failed:
             bar.set_postfix(failed=len(result.failed))
 
     try:
-        if not pending:
-            pass
-        elif dask_address is None:
-            _run_local(spec, pending, workers, threads, collect)
-        else:
-            _run_dask(spec, pending, dask_address, threads, collect)
+        while pending:
+            if dask_address is None:
+                _run_local(spec, pending, workers, threads, collect)
+            else:
+                _run_dask(spec, pending, dask_address, threads, collect)
+            # runs another process was executing: wait for it to end them, then take them again (complete ones
+            # are skipped), so that two sweeps over one directory both end with every run accounted for
+            pending = [(o.params, o.run_dir) for o in result.busy]
+            result.busy = []
+            for _, rd in pending:
+                _wait_unlocked(rd)
     finally:
         bar.close()
     order = {params_hash(p): i for i, p in enumerate(all_runs)}
@@ -683,11 +747,16 @@ def cmd_sweep(a) -> None:
     spec = SweepSpec.from_yaml(a.spec, out=a.out)
     runs = spec.runs()
     if a.list:
+        spec.check_values(runs)
         for p in runs:
             rd = spec.run_dir(p)
-            state = "complete" if read_record(rd) else ("failed" if (rd / "error.json").exists() else "pending")
+            state = "complete" if read_record(rd) else ("failed" if (rd / "error.json").exists() else
+                                                        "invalid" if (rd / "record.json").exists() else "pending")
             print(f"{rd}  {state:8s}  {json.dumps(p, sort_keys=True)}")
         return
+    todo = [p for p in runs if read_record(spec.run_dir(p)) is None]
+    if todo:  # a finished sweep resumes without importing torch
+        spec.check_values(todo)
     where = f"Dask cluster {a.dask}" if a.dask else f"{a.workers or _default_workers()} local worker(s)"
     print(f"sweep {spec.name}: {len(runs)} run(s) of {spec.notebook.name} on {where} -> {spec.sweep_dir}")
     try:
@@ -709,15 +778,22 @@ def cmd_results(a) -> None:
     if not root.is_dir():
         raise ValueError(f"results: {root} is not a directory")
     out = Path(a.output) if a.output else root / "tidy.csv"
-    df = collect(root)
+    check_output_dir("--output", out.parent)
+    if out.is_dir():
+        raise ValueError(f"results: --output {out} is a directory; give a CSV file path")
+    bad: list = []
+    df = collect(root, bad=bad)
+    for path, reason in bad:  # one line each: the file and what is wrong with it
+        print(f"vlmlab: warning: skipped {path}: {reason}", file=sys.stderr)
     if df.empty:
-        raise ValueError(f"results: no record.json under {root}")
+        raise ValueError(f"results: no valid record.json under {root}" + (f" ({len(bad)} skipped)" if bad else ""))
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
     n_runs = df["run"].nunique()
     failed = sum(1 for p in root.rglob("error.json") if not (p.parent / "record.json").exists())
     print(f"{len(df)} rows from {n_runs} run(s) -> {out}" + (f" ({failed} failed run(s) have no record)"
-                                                              if failed else ""))
+                                                              if failed else "")
+          + (f" ({len(bad)} invalid record(s) skipped)" if bad else ""))
 
 
 def add_cli(sub) -> None:
