@@ -69,3 +69,19 @@ def test_knob_errors_name_the_knob_and_allowed_values(tiny_backbones, smoke_budg
         build("llava", tiny_backbones, smoke_budget, {"connector_depth": "2"})
     with pytest.raises(ValueError, match=r"arch='nope'.*allowed values.*llava"):
         build("nope", tiny_backbones, smoke_budget)
+
+
+def test_cell_words_follow_each_visual_token_with_its_cell(tiny_backbones, smoke_budget, batch):
+    m = build("llava", tiny_backbones, smoke_budget, {"cell_words": True})
+    plain = build("llava", tiny_backbones, smoke_budget)
+    plain.connector.load_state_dict(m.connector.state_dict())
+    vis, _ = m.visual_tokens(batch["pixel_values"])
+    ref, _ = plain.visual_tokens(batch["pixel_values"])
+    N = ref.shape[1]
+    assert vis.shape[1] == 3 * N
+    assert torch.equal(vis[:, 0::3], ref)  # the visual tokens, unchanged, every third position
+    g = m.vision.grid
+    vocab = m.tokenizer.get_vocab()
+    i = g + 2  # row 1, column 2 of a 4 x 4 grid
+    emb = m.text_embeds(torch.tensor([vocab["r1"], vocab["c2"]]))
+    assert torch.equal(vis[0, 3 * i + 1], emb[0]) and torch.equal(vis[0, 3 * i + 2], emb[1])

@@ -2,6 +2,7 @@
 tables measured before it used them stay reproducible to the digit."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 import vlmlab.train as train
@@ -76,3 +77,28 @@ def test_set_trainable_leaves_the_mae_decoders_sincos_fixed_and_learned_embeddin
     assert not mods["fixed"].pos_embed.requires_grad and id(mods["fixed"].pos_embed) not in params
     assert not mods["dec"].pos.requires_grad and id(mods["dec"].pos) not in params
     assert mods["learned"].pos_embed.requires_grad and id(mods["learned"].pos_embed) in params
+
+
+def test_constant_schedule_holds_the_peak_rate_after_warm_up():
+    p = torch.nn.Parameter(torch.zeros(3))
+    seen = {}
+
+    for schedule in train.SCHEDULES:
+        rates = []
+        orig = torch.optim.AdamW.step
+
+        def spy(self, *a, _rates=rates, **k):
+            _rates.append(self.param_groups[0]["lr"])
+            return orig(self, *a, **k)
+
+        torch.optim.AdamW.step = spy
+        try:
+            train.optimize([p], lambda s: None, lambda b: (p ** 2).sum() + 1, 40, 1e-2, progress=False,
+                           schedule=schedule)
+        finally:
+            torch.optim.AdamW.step = orig
+        seen[schedule] = rates
+    assert seen["constant"][2:] == [1e-2] * 38  # warm-up is 5 % of 40 steps: 2 steps
+    assert seen["cosine"][-1] < 1e-3 and seen["cosine"][2] == 1e-2
+    with pytest.raises(ValueError, match="schedule"):
+        train.optimize([p], lambda s: None, lambda b: p.sum(), 2, 1e-2, progress=False, schedule="linear")

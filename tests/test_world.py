@@ -167,3 +167,68 @@ def test_ask_more_skips_only_categories_no_question_could_ask(world):
         more = ask_more(np.random.default_rng(i), w, scene, 8)
         assert all(solve(q, scene) == a for q, a in more)
     assert seen[True] and seen[False]  # both branches were exercised
+
+
+# ---- world v2 -----------------------------------------------------------------------------------------------
+def test_textures_differ_by_local_contrast_not_by_mean_brightness():
+    """An object's average colour says nothing of its texture; its neighbouring pixels do."""
+    from vlmlab.world.render import _texture_gain
+
+    gains = {t: _texture_gain(t, 14) for t in WorldConfig().textures}
+    means = [float(g[:12, :12].mean()) for g in gains.values()]  # whole 4-px periods
+    assert max(means) - min(means) < 1e-6
+    contrast = {t: float(np.abs(np.diff(g, axis=0)).mean() + np.abs(np.diff(g, axis=1)).mean())
+                for t, g in gains.items()}
+    assert contrast["plain"] == 0 and contrast["striped"] > 0.2 and contrast["checkered"] > contrast["striped"]
+
+
+def test_clean_render_is_the_noisy_image_before_its_noise(world):
+    s = world.sample("train", 11, clean=True)
+    noisy = s.image.astype(np.float32)
+    assert s.clean_image is not None and s.clean_image.shape == s.image.shape
+    diff = noisy - s.clean_image
+    assert 5 < diff.std() < 15  # the pixel noise (std 0.04 of 255), and nothing else: same jitter, same draw
+    assert world.sample("train", 11).image.tobytes() == s.image.tobytes()  # asking for it changes nothing
+    assert world.sample("train", 11).clean_image is None
+
+
+def test_scene_text_names_the_shape_before_its_attributes(world):
+    s = world.sample("train", 0)
+    words = s.scene_text.split()
+    o = s.scene[0]
+    assert words[:8] == [o.shape, o.size, o.color, o.texture, "at", f"r{o.row}", f"c{o.col}", "."]
+
+
+def test_grounding_questions_are_look_ups_true_of_the_scene(world):
+    from vlmlab.world.questions import solve
+
+    plain = world.samples("train", 0, 200)
+    mixed = world.samples("train", 0, 200, grounding=0.5)
+    ground = [s for s in mixed if s.qa.category == "grounding"]
+    assert 60 < len(ground) < 140
+    for a, b in zip(plain, mixed):
+        assert a.image.tobytes() == b.image.tobytes() and a.scene == b.scene
+        if b.qa.category != "grounding":
+            assert a.qa == b.qa
+    for s in ground:
+        assert s.qa.question.split()[1] in ("size", "row", "column")
+        assert solve(s.qa.question, s.scene) == s.qa.answer
+    with pytest.raises(ValueError, match="grounding"):
+        world.sample("test", 0, grounding=0.5)
+
+
+def test_image_prompts_use_only_words_the_lm_was_pretrained_on(world):
+    """A stage with a frozen LLM prompts in the LLM's pretraining format: every word of an image prompt (but the
+    image marker) occurs in the LM's pretraining text, and the image stands where that text had the scene."""
+    from vlmlab.world import IMG
+
+    seen = set()
+    batch = world.batch("scene_lm", "train", 0, 64, with_images=False, extra_questions=8)
+    for row in batch["input_ids"]:
+        seen |= set(world.tokenizer.convert_ids_to_tokens(row.tolist()))
+    s = world.sample("train", 0)
+    for task in ("qa", "describe"):
+        prompt, _ = prompt_and_target(task, s)
+        words = [w for w in prompt.split() if w != IMG]
+        assert set(words) <= seen, (task, set(words) - seen)
+        assert prompt.startswith(f"scene : {IMG}")

@@ -34,7 +34,7 @@ class Budget:
     lm_heads: int = 4
     lm_ff: int = 384
     # backbone pretraining
-    lm_steps: int = 3000
+    lm_steps: int = 6000
     lm_batch: int = 64
     lm_lr: float = 2e-3
     lm_extra_questions: int = 8  # further questions per pretraining scene (denser answer supervision)
@@ -54,6 +54,7 @@ class Budget:
     mim_batch: int = 128
     mim_lr: float = 1.5e-3
     mim_mask_ratio: float = 0.75
+    mim_target: str = "clean"  # MAE target: the render before its pixel noise ("clean") or the input itself ("noisy")
     # VLM training: total optimizer steps, split across an architecture's stages by their declared shares.
     # Many small steps: LLaVA is limited by optimizer steps here, not by samples. 2,400 steps of 16 cost about
     # what 600 of 64 did on the 2-core CPU (91 vs 81 s) and lifted LLaVA from 63 to 69-71 % (comparison questions
@@ -62,6 +63,9 @@ class Budget:
     vlm_batch: int = 16
     vlm_lr: float = 1e-3
     llm_lr: float = 3e-4  # learning rate of LLM parameters when a stage unfreezes them
+    vlm_schedule: str = "cosine"  # the VLM stages' learning rate after warm-up: cosine decay or held ("constant")
+    # share of the VLMs' training questions replaced by a single-object look-up ("what column is the circle in ?")
+    vlm_grounding: float = 0.0
     # evaluation: questions per category and split. 500 at the default budget: with 100, one seed's binomial
     # spread in a category near 50 % was 5 points, as large as the margins the tables are read for (data/README.md,
     # note 11); with 500 it is 2.2

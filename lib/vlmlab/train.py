@@ -20,6 +20,9 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+SCHEDULES = ("cosine", "constant")  # the learning rate after warm-up
+
+
 def adamw(groups, lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
     """The optimiser of every training loop here. foreach: one multi-tensor kernel per update instead of one small
     kernel per parameter, bitwise the same as the single-tensor loop torch picks on CPU (tests/test_train.py) and
@@ -39,13 +42,16 @@ def update(opt: torch.optim.Optimizer, loss: torch.Tensor, params, clip: float =
 def optimize(params, batches: Callable[[int], Any], loss_fn: Callable[[Any], torch.Tensor], steps: int, lr: float,
              *, desc: str = "train", device: torch.device | None = None, precision: str = "fp32",
              warmup: float = 0.05, clip: float = 1.0, weight_decay: float = 0.0, progress: bool = True,
-             param_groups=None) -> list[float]:
-    """AdamW with linear warm-up and cosine decay. ``batches(step)`` builds step ``step``'s batch (a pure function of
+             param_groups=None, schedule: str = "cosine") -> list[float]:
+    """AdamW with linear warm-up, then cosine decay (``schedule="cosine"``) or the peak rate held
+    (``"constant"``). ``batches(step)`` builds step ``step``'s batch (a pure function of
     the step: on CUDA worker processes build them ahead, see :mod:`vlmlab.loader`); ``loss_fn(batch)`` returns
     its loss.
 
     Stops with :class:`NonFiniteLoss` the first time the loss is NaN or infinite.
     """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule={schedule!r}; allowed values: {SCHEDULES}")
     groups = param_groups if param_groups is not None else [{"params": [p for p in params if p.requires_grad]}]
     groups = [g for g in groups if g["params"]]
     if not groups or steps <= 0:
@@ -62,7 +68,8 @@ def optimize(params, batches: Callable[[int], Any], loss_fn: Callable[[Any], tor
     ahead = batches_ahead(batches, steps, data_workers(device), pin_memory=device.type == "cuda")
     with contextlib.closing(ahead):  # stops any worker processes, also when a step raises
         for step, batch in zip(bar, ahead):
-            decay = 0.5 * (1 + math.cos(math.pi * (step - n_warm) / max(1, steps - n_warm)))
+            decay = 0.5 * (1 + math.cos(math.pi * (step - n_warm) / max(1, steps - n_warm))) \
+                if schedule == "cosine" else 1.0
             scale = (step + 1) / n_warm if step < n_warm else decay
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * scale
@@ -151,7 +158,8 @@ def train_stages(model, stages: list[Stage], data, budget, *, device, precision:
 
         t0 = time.perf_counter()
         losses = optimize(None, batches, loss_method, steps, budget.vlm_lr, desc=f"{model.arch}:{st.name}",
-                          device=device, precision=precision, progress=progress, param_groups=groups)
+                          device=device, precision=precision, progress=progress, param_groups=groups,
+                          schedule=budget.vlm_schedule)
         logs.append(StageLog(st.name, steps, losses, time.perf_counter() - t0, steps * budget.vlm_batch))
         offset += steps
     model.requires_grad_(False)

@@ -38,7 +38,7 @@ Substitutes for the tiny world (DESIGN.md; ARCHITECTURES.md Part B §1):
 - Unpaired distillation data: the paper distils on random images and random text. Ours: batches of the LM's
   own text corpus ("scene_lm": scene text, question and answer, so every word the model will read is
   distilled) with the images rolled by one sample (each text comes with another sample's image), laid out as
-  at inference: "<bos> image : <img> [16 image slots] scene : ... question : ... answer : ..." (the exact
+  at inference: "<bos> scene : <img> [16 image slots] scene : ... question : ... answer : ..." (the exact
   layout is a gap in the sources). The ``<img>`` marker (the LLM's row for it was never trained) is excluded from
   the loss, as HoVLE's ``get_ignore_mask`` excludes ``<img>``/``</img>``; the world's vocabulary has no
   ``</img>``, so an image span is ``<img>`` followed by its 16 slots.
@@ -76,7 +76,7 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMS
 
 from ..attention import ATTENTION_TYPES, additive_mask, allowed_mask, image_span_ids
 from ..train import Stage
-from ..world import IMG
+from ..world import IMAGE_PROMPT
 from .base import VLM, Knobs, knob, splice
 from .llava import mlp_connector
 
@@ -338,12 +338,12 @@ class HoVLE(VLM):
 
     # ---- Stage I: distillation -------------------------------------------------------------------------
     def with_image_prefix(self, batch: dict) -> dict:
-        """Rows without ``<img>`` (text-only corpus, e.g. "scene_lm") get the prompt's "image : <img>" after <bos>,
+        """Rows without ``<img>`` (text-only corpus, e.g. "scene_lm") get the prompt's "scene : <img>" after <bos>,
         so image tokens sit where they do at inference: [B, L] -> [B, L + 3]."""
         ids = batch["input_ids"]
         if bool((ids == self.image_token_id).any(dim=1).all()):
             return batch
-        pre = torch.tensor(self.tokenizer(f"image : {IMG}", add_special_tokens=False)["input_ids"], dtype=ids.dtype)
+        pre = torch.tensor(self.tokenizer(IMAGE_PROMPT, add_special_tokens=False)["input_ids"], dtype=ids.dtype)
         pre = pre[None].expand(ids.shape[0], -1)  # [B, 3]
         out = dict(batch)
         out["input_ids"] = torch.cat([ids[:, :1], pre, ids[:, 1:]], 1)
@@ -357,7 +357,7 @@ class HoVLE(VLM):
         """Student outputs, targets and masks of the distillation loss (images rolled by one when unpaired).
 
         Stage I feeds the LM's text corpus ("scene_lm": scene text, question and answer, so every word of the
-        vocabulary is distilled) with another sample's image in the prompt layout "<bos> image : <img> [16]".
+        vocabulary is distilled) with another sample's image in the prompt layout "<bos> scene : <img> [16]".
         Image terms: the 16 image positions vs z_I; text terms: valid text positions (padding and the ``<img>``
         marker excluded) vs the LLM's input-embedding row of the same id.
         """

@@ -7,13 +7,15 @@ learns, on description data (here: the image must be continued by its full scene
 pre-training continues an image with its caption); (2) instruction tuning, connector and LLM learn on VQA.
 
 Knobs: which encoder (CL, or the MIM encoder for the CL-vs-MIM ablation), the ViT block read, the connector
-depth, and the attention type over visual tokens (causal as in LLaVA, or bidirectional within the image: the
-control for LLaViT).
+depth, the attention type over visual tokens (causal as in LLaVA, or bidirectional within the image: the
+control for LLaViT), and ``cell_words``, a diagnostic that follows each visual token by the LLM's own embeddings
+of its cell's words ("r1 c2", as the scene text writes them).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from ..attention import ATTENTION_TYPES
@@ -37,6 +39,8 @@ class LlavaKnobs(Knobs):
                                 doc="connector MLP depth: 1 = linear, 2 = mlp2x_gelu (LLaVA-1.5)")
     attention: str = knob("causal", choices=ATTENTION_TYPES,
                           doc="LLM attention among an image's tokens: causal (LLaVA) or bidirectional (LLaViT's)")
+    cell_words: bool = knob(False, doc="diagnostic: each visual token followed by the LLM's embeddings of its cell "
+                                       "words (r<row> c<col>): the image tokens then say where they are in words")
 
 
 class Llava(VLM):
@@ -59,7 +63,29 @@ class Llava(VLM):
         return self.vision(pixel_values, layers=[self.knobs.feature_layer])[0]  # [B, N, d_vit]
 
     def visual_tokens(self, pixel_values):
-        return self.connector(self.features(pixel_values)), {}  # [B, N, d_lm]
+        vis = self.connector(self.features(pixel_values))  # [B, N, d_lm]
+        if self.knobs.cell_words:
+            vis = self.with_cell_words(vis)  # [B, 3N, d_lm]
+        return vis, {}
+
+    def cell_word_ids(self, n_patches: int) -> torch.Tensor:
+        """The token ids of each patch's cell words: [N, 2] (its row word, its column word). The ViT's patch grid
+        may be finer than the world's cell grid (the MIM encoder's 8 x 8 on 4 x 4 cells)."""
+        vocab = self.tokenizer.get_vocab()
+        cells = sum(1 for i in range(64) if f"r{i}" in vocab)  # the world's grid side
+        g = int(round(n_patches ** 0.5))
+        if cells == 0 or g % cells:
+            raise ValueError(f"knob 'cell_words' needs the world's r<i>/c<j> words and a patch grid ({g}) that is "
+                             f"a multiple of the cell grid ({cells})")
+        k = g // cells
+        ids = [[vocab[f"r{(i // g) // k}"], vocab[f"c{(i % g) // k}"]] for i in range(n_patches)]
+        return torch.tensor(ids, device=self.device)
+
+    def with_cell_words(self, vis: torch.Tensor) -> torch.Tensor:
+        """[B, N, d] -> [B, 3N, d]: token, row word, column word, for each patch in raster order."""
+        B, N, d = vis.shape
+        words = self.text_embeds(self.cell_word_ids(N))  # [N, 2, d]
+        return torch.cat([vis[:, :, None], words[None].expand(B, -1, -1, -1).to(vis.dtype)], 2).reshape(B, 3 * N, d)
 
     def stages(self):
         b = self.budget

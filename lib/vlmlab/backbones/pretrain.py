@@ -194,21 +194,27 @@ def pretrain_cl(world: World, b: Budget, device, progress=True) -> tuple[VisionE
 
 
 def pretrain_mim(world: World, b: Budget, device, progress=True) -> tuple[VisionEncoder, MAEDecoder, list[float]]:
-    """MAE: reconstruct per-patch-normalised pixels of masked patches from the visible ones."""
+    """MAE: reconstruct the pixels of masked patches from the visible ones. The encoder sees the noisy image;
+    the target is the render before its noise (``b.mim_target="clean"``), so the loss is spent on the objects'
+    detail, not on unpredictable pixel noise."""
     torch.manual_seed(PRETRAIN_SEED + 2)
     enc = new_vision_encoder(world, b, b.mim_patch).to(device)
     n_patches = enc.grid ** 2  # 64 with 8-px patches on 64-px images: an object covers about 2x2 of them
     dec = new_mae_decoder(b, n_patches).to(device)
     gen = torch.Generator(device=device).manual_seed(PRETRAIN_SEED)
 
-    def batches(step):
-        return world.images(world.samples("train", step * b.mim_batch, b.mim_batch))
+    clean = b.mim_target == "clean"
 
-    def loss(images):
-        pixels = images.to(device)
+    def batches(step):
+        samples = world.samples("train", step * b.mim_batch, b.mim_batch, clean=clean)
+        images = world.images(samples)
+        return images, (world.images(samples, clean=True) if clean else images)
+
+    def loss(batch):
+        pixels, target = (t.to(device) for t in batch)
         tokens, ids_restore, mask = enc.encode_masked(pixels, b.mim_mask_ratio, generator=gen)
         pred = dec(tokens, ids_restore)
-        return masked_mse(pred, mae_target(enc.prepare(pixels), b.mim_patch, b.mae_norm_pix), mask)
+        return masked_mse(pred, mae_target(enc.prepare(target), b.mim_patch, b.mae_norm_pix), mask)
 
     params = list(enc.parameters()) + list(dec.parameters())
     losses = optimize(params, batches, loss, b.mim_steps, b.mim_lr, desc="pretrain MIM ViT (MAE)", device=device,
@@ -216,11 +222,12 @@ def pretrain_mim(world: World, b: Budget, device, progress=True) -> tuple[Vision
     return enc.eval(), dec.eval(), losses
 
 
-def mim_reference_loss(world: World, encoder: VisionEncoder, n: int = 1000) -> float:
+def mim_reference_loss(world: World, encoder: VisionEncoder, n: int = 1000, clean: bool = True) -> float:
     """The MIM loss of a model that learnt only the average image: predict every masked pixel by its mean over
-    ``n`` training images (in the encoder's normalised pixel space, where the MAE target lives). Masks are drawn
-    independently of the content, so this is the expected masked-patch MSE of that guess. MIM pretraining has
-    learnt something about *objects* only when its loss ends below this."""
+    ``n`` training images (in the encoder's normalised pixel space, where the MAE target lives; ``clean``: the
+    renders before their noise, the target of ``mim_target="clean"``). Masks are drawn independently of the
+    content, so this is the expected masked-patch MSE of that guess. MIM pretraining has learnt something about
+    *objects* only when its loss ends below this."""
     with torch.no_grad():
-        x = encoder.prepare(world.images(world.samples("train", 0, n)))  # [n, 3, H, W]
+        x = encoder.prepare(world.images(world.samples("train", 0, n, clean=clean), clean=clean))  # [n, 3, H, W]
         return float(((x - x.mean(0, keepdim=True)) ** 2).mean())

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .questions import CATEGORIES, QA, ask_more, make_question, wording
+from .questions import CATEGORIES, CONTROL_RELATIONS, QA, RELATIONS, ask_lookup, ask_more, make_question, wording
 from .render import render
 from .scenes import Obj, ObjectSampler, WorldConfig
 from .text import caption, scene_text
@@ -21,6 +21,9 @@ from .tokenizer import IMG, build_tokenizer
 SPLITS = {"train": 0, "val": 1, "test": 2, "compositional": 3}
 # the text each training/evaluation task feeds the model: (prompt, target)
 TASKS = ("qa", "describe", "caption", "oracle", "blind", "scene_lm")
+# how a prompt shows the image: where the LM's pretraining text had the scene text ("scene : ..."), so that a
+# frozen LM reads the image tokens in the place and after the words it was trained on
+IMAGE_PROMPT = f"scene : {IMG}"
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Sample:
     index: int
     world: WorldConfig
     extra_qa: tuple = ()  # further (question, answer) pairs about the same scene (LM pretraining only)
+    clean_image: np.ndarray | None = None  # the render before its pixel noise (``World.sample(clean=True)``)
 
     @property
     def scene_text(self) -> str:
@@ -40,12 +44,12 @@ class Sample:
 
 def prompt_and_target(task: str, s: Sample) -> tuple[str, str]:
     q, a = s.qa.question, s.qa.answer
-    if task == "qa":  # the VQA format every VLM is trained and evaluated on
-        return f"image : {IMG} question : {q} answer :", a
+    if task == "qa":  # the VQA format every VLM is trained and evaluated on: the oracle's, the image for the text
+        return f"{IMAGE_PROMPT} question : {q} answer :", a
     if task == "describe":  # alignment data: the image must be read like the scene text
-        return f"image : {IMG} scene :", s.scene_text
+        return f"{IMAGE_PROMPT} scene :", s.scene_text
     if task == "caption":  # coarse alt-text (X-Former's image-text objectives, CLIP-style pairs)
-        return f"image : {IMG} caption :", caption(s.world, s.scene)
+        return f"{IMAGE_PROMPT} caption :", caption(s.world, s.scene)
     if task == "oracle":  # the text oracle reads the scene text instead of the image
         return f"scene : {s.scene_text} question : {q} answer :", a
     if task == "blind":  # the blind floor sees the question only
@@ -59,26 +63,43 @@ def prompt_and_target(task: str, s: Sample) -> tuple[str, str]:
 class World:
     """A seeded, endless supply of samples and batches of the built-in world."""
 
-    def __init__(self, config: WorldConfig | None = None, seed: int = 0, categories=CATEGORIES, tokenizer=None):
+    def __init__(self, config: WorldConfig | None = None, seed: int = 0, categories=CATEGORIES, tokenizer=None,
+                 relations=RELATIONS):
         self.config = config or WorldConfig()
         self.seed = int(seed)
         bad = [c for c in categories if c not in CATEGORIES]
         if bad:
             raise ValueError(f"categories={bad} unknown; allowed: {CATEGORIES}")
         self.categories = tuple(categories)
+        bad = [r for r in relations if r not in RELATIONS + CONTROL_RELATIONS] or ([] if relations else ["(none)"])
+        if bad:
+            raise ValueError(f"relations={bad} unknown; allowed: {RELATIONS + CONTROL_RELATIONS}")
+        self.relations = tuple(relations)  # the spatial questions' relations (a control adds "same column")
         # the world's word-level tokenizer, or a real one (every answer must then start a new token)
         self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(self.config)
         self._samplers = {False: ObjectSampler(self.config), True: ObjectSampler(self.config, compositional=True)}
 
-    def sample(self, split: str, index: int, image: bool = True) -> Sample:
+    def sample(self, split: str, index: int, image: bool = True, clean: bool = False, grounding: float = 0.0) -> Sample:
         """Sample ``index`` of ``split``. ``image=False`` skips rendering (a third of the cost of a text-only
-        batch): the scene and question are drawn before the image, so they are the same either way."""
+        batch): the scene and question are drawn before the image, so they are the same either way. ``clean``
+        also keeps the render before its noise. ``grounding`` (train split only) is the probability that the
+        question is replaced by a single-object look-up about the same scene ("what column is the circle in ?",
+        category "grounding"); the image is the same either way."""
         if split not in SPLITS:
             raise ValueError(f"split={split!r}; allowed: {tuple(SPLITS)}")
+        if grounding and split != "train":
+            raise ValueError(f"grounding={grounding}: look-up questions are training data; split={split!r}")
         rng = np.random.default_rng([self.seed, SPLITS[split], int(index)])
         category = self.categories[index % len(self.categories)]
-        scene, qa = make_question(rng, self.config, self._samplers[split == "compositional"], category)
-        return Sample(render(self.config, scene, rng) if image else None, scene, qa, split, int(index), self.config)
+        scene, qa = make_question(rng, self.config, self._samplers[split == "compositional"], category,
+                                  self.relations)
+        pixels, plain = render(self.config, scene, rng, clean=True) if image else (None, None)
+        if grounding:
+            g = np.random.default_rng([self.seed, SPLITS[split], int(index), 2])
+            lookup = ask_lookup(g, scene) if g.random() < grounding else None
+            if lookup is not None:
+                qa = QA(*lookup, "grounding", ())
+        return Sample(pixels, scene, qa, split, int(index), self.config, clean_image=plain if clean else None)
 
     def sample_with_questions(self, split: str, index: int, k: int, image: bool = True) -> Sample:
         """A sample plus k further well-posed questions about its scene (denser supervision for the LM)."""
@@ -86,17 +107,18 @@ class World:
         rng = np.random.default_rng([self.seed, SPLITS[split], int(index), 1])
         return dataclasses.replace(s, extra_qa=tuple(ask_more(rng, self.config, s.scene, k)))
 
-    def samples(self, split: str, start: int, n: int, image: bool = True) -> list[Sample]:
-        return [self.sample(split, i, image) for i in range(start, start + n)]
+    def samples(self, split: str, start: int, n: int, image: bool = True, clean: bool = False,
+                grounding: float = 0.0) -> list[Sample]:
+        return [self.sample(split, i, image, clean, grounding) for i in range(start, start + n)]
 
     def caption(self, s: Sample) -> str:
         return caption(self.config, s.scene)
 
     # ---- tensors -------------------------------------------------------------------------------------------
     @staticmethod
-    def images(samples: list[Sample]) -> torch.Tensor:
-        """uint8 [B,H,W,3] -> float [B,3,H,W] in [0,1]."""
-        arr = np.stack([s.image for s in samples])
+    def images(samples: list[Sample], clean: bool = False) -> torch.Tensor:
+        """uint8 [B,H,W,3] -> float [B,3,H,W] in [0,1]; ``clean``: the renders before their noise."""
+        arr = np.stack([s.clean_image if clean else s.image for s in samples])
         return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
 
     def encode(self, task: str, samples: list[Sample]) -> dict[str, torch.Tensor]:
@@ -123,16 +145,17 @@ class World:
         first = (labels != -100).int().argmax(dim=1)
         return {"input_ids": ids, "labels": labels, "attention_mask": mask, "answer_pos": first}
 
-    def batch(self, task: str, split: str, start: int, n: int, with_images: bool = True, extra_questions: int = 0) -> dict:
+    def batch(self, task: str, split: str, start: int, n: int, with_images: bool = True, extra_questions: int = 0,
+              grounding: float = 0.0) -> dict:
         if extra_questions:
             samples = [self.sample_with_questions(split, i, extra_questions, with_images)
                        for i in range(start, start + n)]
         else:
-            samples = self.samples(split, start, n, with_images)
+            samples = self.samples(split, start, n, with_images, grounding=grounding)
         out = self.encode(task, samples)
         if with_images:
             out["pixel_values"] = self.images(samples)
         out["category"] = [s.qa.category for s in samples]
         out["wording"] = [wording(s.qa.question, self.config) for s in samples]
-        out["n_answers"] = torch.tensor([len(s.qa.answers) for s in samples])
+        out["n_answers"] = torch.tensor([len(s.qa.answers) for s in samples])  # 0 for a look-up (never scored)
         return out

@@ -25,7 +25,10 @@ CATEGORIES = SEMANTIC + STRUCTURAL
 NUMBERS = ("zero", "one", "two", "three")
 TEMPLATE_WORDS = ["what", "color", "shape", "texture", "is", "the", "object", "there", "a", "?", "yes", "no",
                   "left", "of", "above", "how", "many", "objects", "are", "bigger", "than", "same", "as", "or", "and",
-                  *NUMBERS]
+                  "size", "row", "column", "in", *NUMBERS]
+# single-object look-ups: never evaluated, asked in LM pretraining and (``Budget.vlm_grounding``) in the VLMs'
+# instruction data, so that a comparison of two objects rests on look-ups that were supervised on their own
+LOOKUPS = ("size", "row", "column")
 
 
 @dataclass(frozen=True)
@@ -86,24 +89,31 @@ def q_existence(rng, w, smp):
                           ("yes", "no"))
 
 
-def q_spatial(rng, w, smp):
+# the spatial relations asked: two ordered ones, and a symmetric control (``World(relations=...)``) that needs the
+# same two look-ups but an equality, not an order
+RELATIONS = ("left", "above")
+CONTROL_RELATIONS = ("same column",)
+RELATION_TEXT = {"left": "left of", "above": "above", "same column": "in the same column as"}
+
+
+def q_spatial(rng, w, smp, relations=RELATIONS):
     a = smp.draw(rng)
     b = smp.draw(rng, not_shapes=(a.shape,))
-    rel = _pick(rng, ("left", "above"))
+    rel = _pick(rng, relations)
     yes = bool(rng.integers(2))
     g = w.grid
     while True:  # two distinct cells whose order along the axis matches the answer (strict for yes)
         ra, ca, rb, cb = (int(v) for v in rng.integers(0, g, size=4))
         if (ra, ca) == (rb, cb):
             continue
-        along = (ca < cb) if rel == "left" else (ra < rb)
+        along = (ca < cb) if rel == "left" else (ra < rb) if rel == "above" else (ca == cb)
         if along == yes:
             break
     objs = _fill(rng, smp, w, [a, b], _n_objects(rng, w, 2), not_shapes=(a.shape, b.shape))
     taken = {(ra, ca), (rb, cb)}
     free = [(r, c) for r in range(g) for c in range(g) if (r, c) not in taken]
     extra = [free[i] for i in rng.choice(len(free), size=len(objs) - 2, replace=False)]
-    q = f"is the {a.shape} left of the {b.shape} ?" if rel == "left" else f"is the {a.shape} above the {b.shape} ?"
+    q = f"is the {a.shape} {RELATION_TEXT[rel]} the {b.shape} ?"
     return objs, [(ra, ca), (rb, cb), *extra], QA(q, "yes" if yes else "no", "spatial", ("yes", "no"))
 
 
@@ -168,11 +178,13 @@ GENERATORS = {
 }
 
 
-def make_question(rng: np.random.Generator, w: WorldConfig, smp: ObjectSampler, category: str):
+def make_question(rng: np.random.Generator, w: WorldConfig, smp: ObjectSampler, category: str,
+                  relations=RELATIONS):
     """Draw (scene, QA) for one category. In the compositional split, resample until a held-out pair appears."""
     holdout = set(w.holdout)
+    opts = {"relations": relations} if category == "spatial" else {}
     for _ in range(200):
-        objs, cells, qa = GENERATORS[category](rng, w, smp)
+        objs, cells, qa = GENERATORS[category](rng, w, smp, **opts)
         if smp.compositional and not any((o.shape, o.color) in holdout for o in objs):
             continue
         return place(rng, w, objs, cells), qa
@@ -221,13 +233,37 @@ def solve(question: str, scene) -> str | None:
             return None
         if q[3] == "left":
             return yn(a.col < b.col)
+        if q[3:7] == ["in", "the", "same", "column"]:
+            return yn(a.col == b.col)
         if q[3] == "above":
             return yn(a.row < b.row)
         if q[3] == "bigger":
             return yn(a.size == "large" and b.size == "small")
         if q[3] == "the" and q[4] == "same":
             return yn(a.color == b.color)
+    if q[:2] == ["what", "size"] or (q[:2] in (["what", "row"], ["what", "column"]) and q[-2] == "in"):
+        o = unique(lambda o: o.shape == q[4])
+        if o is None:
+            return None
+        return o.size if q[1] == "size" else (f"r{o.row}" if q[1] == "row" else f"c{o.col}")
     raise ValueError(f"not a template question: {question!r}")
+
+
+def lookup_question(what: str, shape: str) -> str:
+    """The look-up of one attribute (``LOOKUPS``) of the object of a given shape: "what column is the circle in ?"."""
+    if what not in LOOKUPS:
+        raise ValueError(f"what={what!r}; allowed: {LOOKUPS}")
+    return f"what size is the {shape} ?" if what == "size" else f"what {what} is the {shape} in ?"
+
+
+def ask_lookup(rng: np.random.Generator, scene) -> tuple[str, str] | None:
+    """A look-up question about one uniquely-shaped object of the scene (None when no shape occurs once)."""
+    shapes = [o.shape for o in scene]
+    single = [o for o in scene if shapes.count(o.shape) == 1]
+    if not single:
+        return None
+    q = lookup_question(_pick(rng, LOOKUPS), single[int(rng.integers(len(single)))].shape)
+    return q, solve(q, scene)
 
 
 def _askable(scene) -> dict[str, bool]:
@@ -244,8 +280,9 @@ def ask_more(rng: np.random.Generator, w: WorldConfig, scene, k: int) -> list[tu
     """k further well-posed questions (with answers) about a given scene, any category; referents are drawn
     from the scene's own objects half of the time so that yes-answers and non-zero counts are common."""
     out = []
-    cats = [_pick(rng, CATEGORIES) for _ in range(k)]  # categories first, so ill-posed ones are not rarer
-    askable = _askable(scene)
+    kinds = CATEGORIES + ("lookup",)  # one extra question in nine is a single-object look-up
+    cats = [_pick(rng, kinds) for _ in range(k)]  # categories first, so ill-posed ones are not rarer
+    askable = {**_askable(scene), "lookup": _askable(scene)["attribute"]}
     for _ in range(50 * k):
         if len(out) == k:
             break
@@ -255,7 +292,9 @@ def ask_more(rng: np.random.Generator, w: WorldConfig, scene, k: int) -> list[tu
         pick_obj = lambda: scene[int(rng.integers(len(scene)))]  # noqa: E731
         rand_s = lambda: pick_obj().shape if rng.random() < 0.5 else _pick(rng, w.shapes)  # noqa: E731
         rand_c = lambda: pick_obj().color if rng.random() < 0.5 else _pick(rng, w.colors)  # noqa: E731
-        if cat == "attribute":
+        if cat == "lookup":
+            q = lookup_question(_pick(rng, LOOKUPS), rand_s())
+        elif cat == "attribute":
             q = f"what color is the {rand_s()} ?"
         elif cat in ("object", "texture"):
             q = f"what {'shape' if cat == 'object' else 'texture'} is the {rand_c()} object ?"

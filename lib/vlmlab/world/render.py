@@ -39,15 +39,22 @@ def _shape_mask(shape: str, n: int) -> np.ndarray:
     raise ValueError(f"unknown shape {shape!r}")
 
 
+TEXTURE_HIGH, TEXTURE_LOW = 1.0, 0.4  # the two gains of a patterned texture; plain sits at their mean
+
+
 def _texture_gain(texture: str, n: int) -> np.ndarray:
-    """Per-pixel multiplier on the object color: the high-frequency detail that captions omit."""
+    """Per-pixel multiplier on the object color: the high-frequency detail that captions omit.
+
+    Every texture has the same mean gain, so an object's average colour says nothing about its texture: only
+    local contrast does (horizontal 2-px stripes against a 2-px checker, or none)."""
     y, x = np.mgrid[0:n, 0:n]
+    hi, lo = TEXTURE_HIGH, TEXTURE_LOW
     if texture == "plain":
-        return np.ones((n, n), np.float32)
-    if texture == "striped":  # horizontal stripes, period 4 px
-        return np.where((y // 2) % 2 == 0, 1.0, 0.35).astype(np.float32)
-    if texture == "dotted":  # dark dots on a 3 px lattice
-        return np.where((y % 3 == 1) & (x % 3 == 1), 0.25, 1.0).astype(np.float32)
+        return np.full((n, n), (hi + lo) / 2, np.float32)
+    if texture == "striped":  # horizontal stripes, 2 px each (period 4 px)
+        return np.where((y // 2) % 2 == 0, hi, lo).astype(np.float32)
+    if texture == "checkered":  # a checkerboard of 2-px squares
+        return np.where((y // 2 + x // 2) % 2 == 0, hi, lo).astype(np.float32)
     raise ValueError(f"unknown texture {texture!r}")
 
 
@@ -58,8 +65,11 @@ def _sprite(shape: str, color: str, texture: str, n: int) -> tuple[np.ndarray, n
     return mask, rgb.astype(np.float32)
 
 
-def render(world: WorldConfig, scene: tuple[Obj, ...], rng: np.random.Generator) -> np.ndarray:
-    """Scene -> uint8 image [H, W, 3]. The rng supplies position jitter and noise (deterministic per seed)."""
+def render(world: WorldConfig, scene: tuple[Obj, ...], rng: np.random.Generator, clean: bool = False):
+    """Scene -> uint8 image [H, W, 3]. The rng supplies position jitter and noise (deterministic per seed).
+
+    ``clean=True`` returns ``(image, clean_image)``: the same draw, and the render before the noise is added (the
+    MIM encoder's reconstruction target)."""
     s, cell = world.image_size, world.cell
     img = np.full((s, s, 3), BACKGROUND, np.float32)
     for o in scene:
@@ -69,5 +79,7 @@ def render(world: WorldConfig, scene: tuple[Obj, ...], rng: np.random.Generator)
         y0, x0 = o.row * cell + oy, o.col * cell + ox
         region = img[y0:y0 + n, x0:x0 + n]
         region[mask] = rgb[mask]
+    plain = img.astype(np.uint8) if clean else None
     img += rng.normal(0.0, world.noise * 255.0, size=img.shape).astype(np.float32)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    out = np.clip(img, 0, 255).astype(np.uint8)
+    return (out, plain) if clean else out

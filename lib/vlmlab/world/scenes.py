@@ -21,7 +21,7 @@ class WorldConfig:
     shapes: tuple[str, ...] = ("circle", "square", "triangle", "cross")
     colors: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
     sizes: tuple[str, ...] = ("small", "large")
-    textures: tuple[str, ...] = ("plain", "striped", "dotted")
+    textures: tuple[str, ...] = ("plain", "striped", "checkered")
     noise: float = 0.04  # std of the background/pixel noise, in [0, 1] intensity units
     caption_texture: bool = False  # captions (alt-text) omit texture by default, as web alt-text does
     # (shape, color) pairs never seen in train/val/test; the compositional split is built from them
