@@ -50,6 +50,16 @@ def default_out(budget: str) -> Path:
     return DEFAULT_OUT / f"course-{budget}"
 
 
+def checkout(start: str | Path | None = None) -> Path:
+    """The checkout a command runs in: the nearest directory at or above ``start`` (default: the working
+    directory) that holds ``notebooks/`` and ``lib/vlmlab/``; the checkout vlmlab is installed from if none does."""
+    here = Path(start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / "notebooks").is_dir() and (d / "lib" / "vlmlab").is_dir():
+            return d
+    return REPO
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Discovery
 
@@ -363,13 +373,18 @@ def _child_ids(model: dict) -> list[str]:
 
 
 def _progress_note(view: dict, state: dict) -> str | None:
-    """A tqdm progress bar (an HBox of HTML, FloatProgress, HTML) as it ended: a static bar and its text.
-    None when the view is not a progress bar."""
+    """A tqdm progress bar (an HBox of HTML, FloatProgress, HTML) as it ended: a static bar and its text; ""
+    for a bar its loop hid when done (tqdm ``leave=False``), whose saved text is throttled and stale. None when
+    the view is not a progress bar."""
     models = _widget_models(state)
-    kids = [models.get(i, {}) for i in _child_ids(models.get(view.get("model_id", ""), {}))]
+    box = models.get(view.get("model_id", ""), {})
+    kids = [models.get(i, {}) for i in _child_ids(box)]
     bars = [k for k in kids if k.get("model_name") in ("FloatProgressModel", "IntProgressModel")]
     if len(bars) != 1:
         return None
+    layout = models.get(str(box.get("state", {}).get("layout", ""))[len("IPY_MODEL_"):], {}).get("state", {})
+    if layout.get("visibility") == "hidden" or layout.get("display") == "none":
+        return ""
     bar = bars[0]["state"]
     text = " ".join(html.unescape(str(k["state"].get("value", ""))).replace("\u2007", " ").strip()
                     for k in kids if k.get("model_name") == "HTMLModel")
@@ -404,7 +419,7 @@ def _widget_note(view: dict, state: dict) -> str:
     ctl = ("<div class='controls'>controls as executed: " + html.escape("; ".join(controls)) + "</div>"
            if controls else "")
     return ("<div class='course-widget'><b>Interactive widget</b> — it needs a live kernel: open this notebook in "
-            "JupyterLab (<code>make lab</code>) to use it. The static figure beside it shows the same "
+            "JupyterLab (<code>make lab</code>) to use it. A static figure on this page shows the same "
             f"information.{ctl}</div>")
 
 
@@ -441,13 +456,19 @@ def prepare_for_html(nb):
         if "injected-parameters" in cell.metadata.get("tags", []) and cell.source.startswith("# Parameters"):
             cell.source = ("# Parameters of this execution (papermill injected them; they override the defaults "
                            "above)" + cell.source[len("# Parameters"):])
-        for i, out in enumerate(cell.get("outputs", [])):
+        outputs = []
+        for out in cell.get("outputs", []):
             data = out.get("data", {})
             if WIDGET_VIEW in data:
-                note = _progress_note(data[WIDGET_VIEW], state) or _widget_note(data[WIDGET_VIEW], state)
-                cell.outputs[i] = nbformat.v4.new_output(
-                    "display_data", data={"text/html": note,
-                                          "text/plain": data.get("text/plain", "widget")})
+                note = _progress_note(data[WIDGET_VIEW], state)
+                if note == "":
+                    continue  # a bar hidden when its loop ended
+                out = nbformat.v4.new_output("display_data", data={
+                    "text/html": note or _widget_note(data[WIDGET_VIEW], state),
+                    "text/plain": data.get("text/plain", "widget")})
+            outputs.append(out)
+        if "outputs" in cell:
+            cell.outputs = outputs
     return nb
 
 
@@ -729,7 +750,10 @@ def build_course(budget: str = "default", *, seed: int = 0, only: list[str] | No
 # Command line: `vlmlab course`
 
 def cmd_course(a) -> None:
-    res = build_course(a.budget, seed=a.seed, only=a.only, out=a.out, notebooks_dir=a.notebooks,
+    root = checkout()  # a fresh clone builds its own notebooks, not those of the checkout vlmlab came from
+    res = build_course(a.budget, seed=a.seed, only=a.only,
+                       out=a.out or root / "papermill_runs" / f"course-{a.budget}",
+                       notebooks_dir=a.notebooks or root / "notebooks",
                        skip_execute=a.skip_execute, force=a.force, progress=not a.quiet,
                        log=lambda line: print(line, file=sys.stderr))
     width = max(len(e.stem) for e in res.notebooks)
@@ -756,13 +780,15 @@ def add_cli(sub) -> None:
     s.add_argument("--seed", type=int, default=0, help="seed parameter of every notebook (default: 0)")
     s.add_argument("--only", nargs="+", metavar="NOTEBOOK",
                    help="build only these notebooks: names, number prefixes or globs (e.g. 01_world '2?_*')")
-    s.add_argument("--out", help="course directory (default: papermill_runs/course-<budget>)")
+    s.add_argument("--out", help="course directory (default: papermill_runs/course-<budget> of the checkout the "
+                                 "command runs in)")
     s.add_argument("--skip-execute", action="store_true", help="execute nothing; re-render the executed notebooks")
     s.add_argument("--force", action="store_true", help="re-execute even notebooks that are unchanged")
-    s.add_argument("--notebooks", default=str(NOTEBOOKS), help=f"notebooks directory (default: {NOTEBOOKS})")
+    s.add_argument("--notebooks", help="notebooks directory (default: notebooks/ of the checkout the command runs "
+                                       f"in: the working directory or one above it; else {NOTEBOOKS})")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(fn=cmd_course)
 
 
-__all__ = ["discover", "summary", "build_course", "CourseResult", "NotebookResult", "render_page", "render_index",
-           "prepare_for_html", "add_cli"]
+__all__ = ["discover", "summary", "build_course", "checkout", "CourseResult", "NotebookResult", "render_page",
+           "render_index", "prepare_for_html", "add_cli"]

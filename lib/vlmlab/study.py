@@ -771,7 +771,7 @@ def diagnostic_plot(frame: pd.DataFrame, x: str, keys, hue: str | None = None, *
     return fig
 
 
-@interactive_view
+@interactive_view(figure="above")
 def explorer(frame: pd.DataFrame, x: str, hue: str | None = None, **kw):
     """An ipywidgets view: pick the split and the category, see that panel of :func:`ablation_plot` (the
     static fallback is the full :func:`ablation_plot` figure the notebooks draw for each split)."""

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from .device import autocast
 from .loader import batches_ahead, data_workers
+from .progress import TerminalProgress
 
 
 class NonFiniteLoss(RuntimeError):
@@ -65,6 +66,7 @@ def optimize(params, batches: Callable[[int], Any], loss_fn: Callable[[Any], tor
     losses: list[float] = []
     all_params = [p for g in groups for p in g["params"]]
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, mininterval=1.0)
+    terminal = TerminalProgress(desc, steps)  # in a notebook kernel the bar is a widget the terminal never sees
     ahead = batches_ahead(batches, steps, data_workers(device), pin_memory=device.type == "cuda")
     with contextlib.closing(ahead):  # stops any worker processes, also when a step raises
         for step, batch in zip(bar, ahead):
@@ -80,6 +82,7 @@ def optimize(params, batches: Callable[[int], Any], loss_fn: Callable[[Any], tor
                 raise NonFiniteLoss(f"{desc}: loss became {loss.item()} at step {step}")
             update(opt, loss, all_params, clip)
             losses.append(float(loss.detach()))
+            terminal.update(step, losses[-1])
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
     bar.close()

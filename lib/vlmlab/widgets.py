@@ -32,18 +32,22 @@ def batch_mode() -> bool:
     return os.environ.get(BATCH_ENV, "").strip() not in ("", "0")
 
 
-def interactive_view(fn):
-    """Decorate a function that builds an ipywidgets view. In batch mode it builds nothing and returns a short
-    note instead: nobody can move the controls of an executed notebook, the static figure beside every view shows
-    the same information, and drawing into a widget's output area while papermill executes the cell can leave
-    the cell waiting forever for its reply (jupyter/nbclient#312)."""
+def interactive_view(fn=None, *, figure: str = "below"):
+    """Decorate a function that builds an ipywidgets view (``@interactive_view``, or
+    ``@interactive_view(figure="above")`` where the notebook draws the static figure before the view). In batch
+    mode it builds nothing and returns a short note instead, naming the view the cell called and where its static
+    figure is: nobody can move the controls of an executed notebook, and drawing into a widget's output area
+    while papermill executes the cell can leave the cell waiting forever for its reply (jupyter/nbclient#312)."""
+    if fn is None:
+        return functools.partial(interactive_view, figure=figure)
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         if batch_mode():
             from IPython.display import Markdown
 
             return Markdown(f"*Interactive view `{fn.__name__}` not built in this unattended run ({BATCH_ENV}=1); "
-                            f"the static figure next to it shows the same information. Open the notebook in "
+                            f"the static figure {figure} it shows the same information. Open the notebook in "
                             f"JupyterLab to use it.*")
         return fn(*args, **kwargs)
     return wrapper
@@ -166,6 +170,7 @@ def sample_picker(world, draw_sample, split: str = "train", index: int = 0, max_
     return figure_panel([split_w, index_w], lambda: draw_sample(world.sample(split_w.value, index_w.value)))
 
 
+@interactive_view  # the note names the view the cell calls, not the shared panel
 def scene_browser(world, split: str = "train", index: int = 0, max_index: int = 999):
     """Browse samples: split and index -> :func:`scene_card` (image, caption, scene text, question, answer)."""
     return sample_picker(world, scene_card, split, index, max_index)
@@ -213,6 +218,7 @@ def probe_card(sample: Sample, predictions, encoders=None):
     return fig
 
 
+@interactive_view
 def probe_browser(world, encoders: dict, probes: dict, block: int, split: str = "test", index: int = 0,
                   max_index: int = 999):
     """Browse scenes and what the probes at ``block`` read from each object's patch token (:func:`probe_card`)."""

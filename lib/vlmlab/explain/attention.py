@@ -22,6 +22,7 @@ never from a re-implementation of an architecture:
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass, field
 
 import matplotlib.pyplot as plt
@@ -228,19 +229,23 @@ def attention_grid(samples, att: AnswerAttention, layer=MEAN, head=MEAN, ncols: 
     """Several samples' answer attention (one layer/head selection) side by side: the static multi-sample view."""
     n = len(samples)
     nrows = -(-n // ncols)
-    tall = att.layout.kind == "grid"
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, (3.9 if tall else 3.0) * nrows), squeeze=False)
     sel = att.select(layer, head)
-    for b, (ax, s) in enumerate(zip(axes.flat, samples)):
+    # questions wrap between words, and each row is as tall as its longest title and x label need
+    titles = []
+    for b, s in enumerate(samples):
         pred = "" if predictions is None else f" (model: {predictions[b]})"
-        draw_answer_attention(s, sel[b], att.layout, ax, colorbar=False,
-                              title=f"#{s.index} {s.qa.question[:34]}\n→ {s.qa.answer}{pred}   "
-                                    f"image share {float(sel[b].sum()):.2f}")
+        titles.append(textwrap.wrap(f"#{s.index} {s.qa.question}", 30)
+                      + [f"→ {s.qa.answer}{pred}", f"image share {float(sel[b].sum()):.2f}"])
+    lines = max(map(len, titles))
+    panel = (3.1 if att.layout.kind == "grid" else 2.2) + 0.16 * lines + (0.5 if att.layout.extra else 0.3)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, panel * nrows + 0.5), squeeze=False,
+                             layout="constrained")  # tight_layout let titles run into the row above
+    for b, (ax, s) in enumerate(zip(axes.flat, samples)):
+        draw_answer_attention(s, sel[b], att.layout, ax, colorbar=False, title="\n".join(titles[b]))
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle(f"{att.arch}: attention from the answer position to the visual tokens ({_selection_name(layer, head)})",
                  fontsize=11)
-    fig.tight_layout()
     return fig
 
 
