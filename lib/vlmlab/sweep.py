@@ -698,9 +698,23 @@ def _run_local(spec, pending, workers, threads, collect) -> None:
                 collect(*futs[f], f.result())
     except BaseException:
         ex.shutdown(wait=False, cancel_futures=True)
-        _stop_active()
+        with _sigint_ignored():  # a second Ctrl-C (or the kernels' own interrupt) must not cut the clean stop short
+            _stop_active()
         raise
     ex.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ignore SIGINT for the block where this is the main thread (signal handlers live there), then restore."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _run_dask(spec, pending, address, threads, collect) -> None:
@@ -754,14 +768,15 @@ def cmd_sweep(a) -> None:
                                                         "invalid" if (rd / "record.json").exists() else "pending")
             print(f"{rd}  {state:8s}  {json.dumps(p, sort_keys=True)}")
         return
-    todo = [p for p in runs if read_record(spec.run_dir(p)) is None]
-    if todo:  # a finished sweep resumes without importing torch
-        spec.check_values(todo)
-    where = f"Dask cluster {a.dask}" if a.dask else f"{a.workers or _default_workers()} local worker(s)"
-    print(f"sweep {spec.name}: {len(runs)} run(s) of {spec.notebook.name} on {where} -> {spec.sweep_dir}")
     try:
+        todo = [p for p in runs if read_record(spec.run_dir(p)) is None]
+        if todo:  # a finished sweep resumes without importing torch
+            spec.check_values(todo)
+        where = f"Dask cluster {a.dask}" if a.dask else f"{a.workers or _default_workers()} local worker(s)"
+        print(f"sweep {spec.name}: {len(runs)} run(s) of {spec.notebook.name} on {where} -> {spec.sweep_dir}")
         res = run_sweep(spec, workers=a.workers, dask_address=a.dask, threads=a.threads, progress=True)
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # exiting already: a further Ctrl-C changes nothing
         print(f"\ninterrupted; completed runs are kept. Resume with: vlmlab sweep {a.spec}"
               + (f" --out {a.out}" if a.out else ""), file=sys.stderr)
         raise SystemExit(130) from None
