@@ -1,0 +1,142 @@
+"""The docs' tables, generated from the committed tidy CSVs under ``docs/results/`` (never typed by hand).
+
+A Markdown file marks each generated table by a pair of comments naming its generator::
+
+    <!-- floor-ceiling:begin -->
+    ... (replaced by the generator's output)
+    <!-- floor-ceiling:end -->
+
+``render(path)`` rewrites every marked block of a file; ``tools/render_docs.py`` does it for README.md and every
+Markdown file under ``data/`` and ``docs/``, and with ``--check`` fails on a doc that has drifted from its data
+(a test runs that).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "docs" / "results"
+BLOCK = re.compile(r"(<!-- (?P<name>[a-z0-9-]+):begin -->\n)(?P<body>.*?)(<!-- (?P=name):end -->)", re.S)
+GENERATORS: dict[str, Callable[[Path], str]] = {}
+
+
+def generator(name: str):
+    def register(fn):
+        GENERATORS[name] = fn
+        return fn
+    return register
+
+
+def tidy_frame(csv: Path, per: str = "category", by: str = "arch") -> pd.DataFrame:
+    """A tidy CSV of run records (``vlmlab results``' schema) as the frame :func:`vlmlab.study.summary_table`
+    reads: one row per run, split, category (or "<category>: <wording>") and source, accuracy in %, ``config``
+    taken from the column ``by``."""
+    t = pd.read_csv(csv)
+    prefix = "accuracy." if per == "category" else "wording."
+    t = t[t["metric"].str.startswith(prefix)].copy()
+    t["category"] = t["metric"].str.removeprefix(prefix)
+    if per == "wording":
+        t["category"] = t["category"].str.replace(".", ": ", n=1, regex=False)
+    t["accuracy"] = 100 * t["value"].astype(float)
+    t["config"] = pd.Categorical(t[by].astype(str), list(dict.fromkeys(t[by].astype(str))), ordered=True)
+    return t
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    from .study import markdown_table
+
+    return markdown_table(df) + "\n"
+
+
+def _references(frame: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    from .study import summary_table
+
+    t = summary_table(frame, split=split)
+    return t.loc[[r for r in ("chance", "floor (blind)", "ceiling (text oracle)") if r in t.index]]
+
+
+@generator("floor-ceiling")
+def floor_ceiling(results: Path = RESULTS) -> str:
+    """Chance, the blind floor and the text oracle per category, test split, mean ± sd over the world-v2 seeds."""
+    frame = tidy_frame(results / "world-v2.csv")
+    t = _references(frame).drop(columns="seeds").T.rename_axis("category")
+    seeds = ", ".join(str(s) for s in sorted(frame["seed"].unique()))
+    return f"Test split, accuracy %, mean ± sd over world seeds {seeds}:\n\n" + _markdown(t)
+
+
+@generator("oracle-wordings")
+def oracle_wordings(results: Path = RESULTS) -> str:
+    """The blind floor and the text oracle per wording of the categories asked several ways."""
+    frame = tidy_frame(results / "world-v2.csv", per="wording")
+    t = _references(frame).drop(columns="seeds").T.rename_axis("wording")
+    return _markdown(t)
+
+
+@generator("world-v2-designs")
+def designs(results: Path = RESULTS) -> str:
+    """Every design measured on world v2, per category, test split, mean ± sd over seeds."""
+    from .study import summary_table
+
+    frame = tidy_frame(results / "world-v2.csv")
+    return _markdown(summary_table(frame, split="test").rename_axis("design"))
+
+
+@generator("world-v2-design-wordings")
+def design_wordings(results: Path = RESULTS) -> str:
+    from .study import summary_table
+
+    frame = tidy_frame(results / "world-v2.csv", per="wording")
+    return _markdown(summary_table(frame, split="test").drop(columns="seeds").T.rename_axis("wording"))
+
+
+@generator("probes")
+def probes(results: Path = RESULTS) -> str:
+    """Each encoder's held-out probe accuracy per attribute at its best block (test split), and the pixels."""
+    t = pd.read_csv(results / "probes-default.csv")
+    t = t[t["split"] == "test"]
+    feat = t[t["encoder"] != "pixels"]
+    best = feat.loc[feat.groupby(["encoder", "attribute"])["accuracy"].idxmax()]
+    cell = best.assign(v=best["accuracy"].map("{:.1f}".format) + " (block " + best["block"].astype(int).astype(str)
+                       + ")").pivot(index="encoder", columns="attribute", values="v")
+    px = t[t["encoder"] == "pixels"].set_index("attribute")["accuracy"].map("{:.1f}".format)
+    cell.loc["pixels"] = px
+    order = [a for a in ("color", "shape", "size", "texture", "row", "col") if a in cell.columns]
+    return _markdown(cell[order].rename_axis("probe"))
+
+
+@generator("spatial-levers")
+def spatial_levers(results: Path = RESULTS) -> str:
+    """LLaVA per spatial lever: spatial accuracy and its wordings, overall, mean ± sd over seeds, test split."""
+    from .study import summary_table
+
+    csv = results / "spatial-levers.csv"
+    cat = summary_table(tidy_frame(csv, by="lever"), split="test", categories=("spatial", "overall"))
+    words = summary_table(tidy_frame(csv, per="wording", by="lever"), split="test")
+    words = words[[c for c in words.columns if c.startswith("spatial:")]]
+    return _markdown(pd.concat([cat.drop(columns="seeds"), words, cat[["seeds"]]], axis=1).rename_axis("lever"))
+
+
+def render_text(text: str, results: Path = RESULTS) -> str:
+    def fill(m):
+        name = m.group("name")
+        if name not in GENERATORS:
+            raise ValueError(f"unknown generated table {name!r}; known: {sorted(GENERATORS)}")
+        return m.group(1) + GENERATORS[name](results) + m.group(4)
+    return BLOCK.sub(fill, text)
+
+
+def doc_files(root: Path = REPO) -> list[Path]:
+    return [root / "README.md", *sorted((root / "data").rglob("*.md")), *sorted((root / "docs").rglob("*.md"))]
+
+
+def render(path: Path, results: Path = RESULTS, check: bool = False) -> bool:
+    """Regenerate a file's tables; returns whether it changed (with ``check``, only reports it)."""
+    old = path.read_text()
+    new = render_text(old, results)
+    if new != old and not check:
+        path.write_text(new)
+    return new != old

@@ -1,0 +1,37 @@
+"""The docs' tables are generated from the committed CSVs: a doc that drifts from its data fails here."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from vlmlab.doctables import REPO, render_text
+
+
+def _tidy(path, seeds=(0, 1)):
+    rows = []
+    for s in seeds:
+        for src, v in (("model", 0.6 + s / 10), ("floor", 0.5), ("ceiling", 0.9 + s / 100), ("chance", 0.5)):
+            rows.append({"run": f"r{s}", "arch": "llava", "seed": s, "budget": "default", "source": src,
+                         "split": "test", "metric": "accuracy.spatial", "value": v})
+    pd.DataFrame(rows).to_csv(path / "world-v2.csv", index=False)
+
+
+def test_marked_blocks_are_regenerated_and_the_rest_is_kept(tmp_path):
+    _tidy(tmp_path)
+    doc = "intro\n<!-- floor-ceiling:begin -->\nstale 12.3\n<!-- floor-ceiling:end -->\noutro\n"
+    out = render_text(doc, tmp_path)
+    assert out.startswith("intro\n<!-- floor-ceiling:begin -->\n") and out.endswith("<!-- floor-ceiling:end -->\noutro\n")
+    assert "stale" not in out and "| spatial |" in out
+    assert "90.5 ± 0.7" in out  # the ceiling's mean ± sd over seeds 0 and 1, from the CSV
+    assert render_text(out, tmp_path) == out  # idempotent
+    with pytest.raises(ValueError, match="unknown generated table"):
+        render_text("<!-- nope:begin -->\n<!-- nope:end -->", tmp_path)
+
+
+def test_committed_docs_match_their_data():
+    r = subprocess.run([sys.executable, str(REPO / "tools" / "render_docs.py"), "--check"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
