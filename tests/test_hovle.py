@@ -1,4 +1,4 @@
-"""HoVLE fidelity checks (ARCHITECTURES.md Part B §1.7) on random-weight tiny backbones, plus knobs and a smoke run.
+"""HoVLE fidelity checks on random-weight tiny backbones, plus knobs and a smoke run.
 
 1 causality in both stacks, 2 token counts, 3 shuffle locality, 4 distillation-loss properties, 5 freezing per
 stage, 6 bypass of the LLM's input table, 7 cache consistency of two-cache incremental decoding.

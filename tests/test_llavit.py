@@ -1,5 +1,5 @@
-"""LLaViT: the fidelity checks of ARCHITECTURES.md Part B §3.5 (1-7), stages and freezing, knobs, diagnostics and
-an end-to-end smoke run. Tiny random-weight backbones; "unchanged" means bit-for-bit or within 1e-6."""
+"""LLaViT: fidelity checks of its three modifications (visual QKV, bidirectional visual attention, global and
+local features), stages and freezing, knobs, diagnostics and an end-to-end smoke run. Tiny random-weight backbones; "unchanged" means bit-for-bit or within 1e-6."""
 from __future__ import annotations
 
 import copy
@@ -127,7 +127,7 @@ def _two_image_inputs(m, rows=1, shift=(0,), seed=0):
 def test_interleaved_images_mask_and_routing(tiny_backbones, smoke_budget):
     m = build("llavit", tiny_backbones, smoke_budget)
     inp = _two_image_inputs(m)
-    want = torch.tensor([  # ARCHITECTURES.md §3.2, rows = queries: a A1 A2 b B1 B2 c
+    want = torch.tensor([  # the per-image block rule of vlmlab.attention, rows = queries: a A1 A2 b B1 B2 c
         [1, 0, 0, 0, 0, 0, 0],
         [1, 1, 1, 0, 0, 0, 0],
         [1, 1, 1, 0, 0, 0, 0],

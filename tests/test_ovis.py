@@ -1,4 +1,4 @@
-"""Ovis: probabilistic visual tokens over a visual embedding table (ARCHITECTURES.md Part A §1, checks 1-8)."""
+"""Ovis: probabilistic visual tokens over a visual embedding table (fidelity checks 1-8 of the mechanism)."""
 from __future__ import annotations
 
 import math

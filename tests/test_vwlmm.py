@@ -1,4 +1,4 @@
-"""VW-LMM (visual words): the fidelity checks 9-13 of ARCHITECTURES.md Part A section 4, the stages and freezing,
+"""VW-LMM (visual words): fidelity checks of the visual-word head and its loss, the stages and freezing,
 knobs, diagnostics, and an end-to-end smoke run. Tiny random-weight backbones (fixture ``tiny_backbones``)."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""X-Former (arXiv 2407.13851): the fidelity checks of ARCHITECTURES.md Part B §2.7, knobs, and a smoke run.
+"""X-Former (arXiv 2407.13851): fidelity checks of the dual cross-attention and its losses, knobs, and a smoke run.
 
 Sizes are ours: C = (B, N, d) with the CLS token dropped (the shared VisionEncoder drops it); M = (B, 1 + N(1-r), d)
 with the MAE CLS; Z' = (B, n_queries, width) with width = the ViT width; the prefix is n_queries tokens.

@@ -3,7 +3,7 @@
 Rows are queries, columns keys. ``allowed(i, j) = key_valid[j] and (j <= i or same_image(i, j))`` where
 ``same_image`` holds when both positions belong to the same image span (``image_ids > 0`` and equal). With
 ``bidirectional=False`` this is the plain causal mask. Image spans never see each other or later text, so
-next-token training stays valid with several images (ARCHITECTURES.md, LLaViT §3.2).
+next-token training stays valid with several images (our rule: the LLaViT paper evaluates single images).
 """
 from __future__ import annotations
 

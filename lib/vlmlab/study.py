@@ -20,7 +20,7 @@ model / floor / ceiling / chance), :func:`ablation_plot` draws accuracy per cate
 (bars = mean over seeds, error bars = sd over seeds, points = the seeds, floor and ceiling as lines),
 :func:`summary_table` prints mean ± std per configuration, and :func:`compare`, :func:`ranking`,
 :func:`category_wins`, :func:`gap_closed` build the notebooks' conclusions as sentences computed from the frame.
-:data:`PAPER` holds what each paper reported (quoted from the team's ARCHITECTURES.md) for the notebooks to
+:data:`PAPER` holds what each paper reported (quoted from docs/papers.md) for the notebooks to
 print beside the measured numbers.
 """
 from __future__ import annotations
@@ -543,7 +543,7 @@ def summary_table(frame: pd.DataFrame, by: str = "config", split: str = "test",
 def wording_summary(study: Study, by: str = "config", split: str = "test") -> pd.DataFrame:
     """:func:`summary_table` per wording of the categories asked two ways (rows "<category>: <wording>" in the
     order of the categories; columns the configurations, floor, ceiling and chance): a category's mean can hide
-    opposite gaps between its wordings (data/README.md, note 14). The last row counts the seeds per column: a
+    opposite gaps between its wordings (docs/lab-notes/oracle-wordings.md). The last row counts the seeds per column: a
     record written before vlmlab kept wordings contributes none. Empty when no record holds wordings."""
     words = accuracy_frame(study, per="wording")
     if words.empty:
@@ -791,58 +791,67 @@ def explorer(frame: pd.DataFrame, x: str, hue: str | None = None, **kw):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# What the papers reported (quoted from the team's ARCHITECTURES.md; the measured conclusions are computed)
+# What the papers reported (quoted word for word from docs/papers.md, which cites each paper's section or table;
+# the measured conclusions are computed)
 
+OVIS_TABLE3 = ("Ovis, arXiv 2405.20797, Table 3", "Against a connector of equal size (Qwen1.5-7B-Chat, CLIP-L/336, "
+               "the same data), Ovis wins on every benchmark, +8.8 % on average.")
+XFORMER_ROW = ("X-Former, arXiv 2407.13851, ablation table (secondary)", "X-Former (dual cross-attention, "
+               "reconstruction loss): VQAv2 55.0, GQA 34.9, OK-VQA 34.2.")
 PAPER = {
     "table_size": [
-        ("Ovis, ARCHITECTURES.md Part A §1.1", "K = 2^17 = 131,072 [paper §4.1; `--visual_vocab_size 131072` "
-                                               "in `scripts/v1/*-S1.sh`]."),
-        ("Ovis, ARCHITECTURES.md Part A §1.4", "Not ablated in the paper: K, temperature, soft vs. hard tokens"),
-        ("Ovis, ARCHITECTURES.md Part A §1.4", "Ovis wins on every benchmark, +8.8% on average."),
+        ("Ovis, arXiv 2405.20797, §4.1", "K = 2^17 = 131,072 entries (the training scripts pass "
+                                         "`--visual_vocab_size 131072`)."),
+        ("Ovis, arXiv 2405.20797", "The paper does not ablate K, the temperature, or soft against hard tokens."),
+        OVIS_TABLE3,
     ],
     "indexings": [
-        ("Ovis, ARCHITECTURES.md Part A §1.4", "Over 10k ImageNet images with Ovis-Llama3-8B, only 0.22% of "
-                                               "probability entries exceed 1e-4. That is about 288 of the 131,072 "
-                                               "per patch: the \"many indexings\" are effectively a few hundred."),
-        ("Ovis, ARCHITECTURES.md Part A §3", "Top-k / sparsity | none in official code (an extension knob)"),
+        ("Ovis, arXiv 2405.20797, Appendix E", "Over 10k ImageNet images with Ovis-Llama3-8B, only 0.22 % of "
+                                               "probability entries exceed 1e-4: about 288 of the 131,072 per "
+                                               "patch, so the many indexings are effectively a few hundred."),
+        ("Ovis, official code", "No top-k or sparsity: every patch's distribution is dense (the workbook's "
+                                "indexings knob is an extension)."),
     ],
     "attention": [
-        ("LLaViT, ARCHITECTURES.md Part B §3.1", "The paper's §2.2 argues that LLaVA's LLM \"translates\" "
-                                                 "misaligned visual tokens in its early layers, and that "
-                                                 "visual↔visual attention is critical."),
-        ("LLaViT, ARCHITECTURES.md Part B §3.4", "Expected direction per the abstract and reviews: each component "
-                                                 "helps, and the full combination is best."),
-        ("HoVLE, ARCHITECTURES.md Part B §1.5", "HoVLE is causal everywhere"),
+        ("LLaViT, arXiv 2511.10301, §2.2 (secondary)", "LLaVA's LLM translates misaligned visual tokens in its early "
+                                                       "layers, and visual-to-visual attention is critical."),
+        ("LLaViT, arXiv 2511.10301, Abstract (components ablated in Table 3)",
+         "LLaViT significantly outperforms the baseline LLaVA method on a multitude of benchmarks"),
+        ("HoVLE, official model code", "HoVLE is causal everywhere: image tokens are not bidirectional."),
     ],
     "features": [
-        ("X-Former, ARCHITECTURES.md Part B §2.4", "| BLIP-2 re-trained on 14M (CL only) | 52.4 | 33.1 | 31.5 |"),
-        ("X-Former, ARCHITECTURES.md Part B §2.4", "| **X-Former (dual CA + L_rec)** | **55.0** | **34.9** | "
-                                                   "**34.2** |"),
-        ("X-Former, ARCHITECTURES.md Part B §2.4", "MAE beats an intermediate CLIP layer as the local stream."),
+        ("X-Former, arXiv 2407.13851, ablation table (secondary)", "BLIP-2 retrained on the same 14M pairs (CL "
+                                                                   "features only): VQAv2 52.4, GQA 33.1, OK-VQA "
+                                                                   "31.5."),
+        XFORMER_ROW,
+        ("X-Former, arXiv 2407.13851, ablation table (secondary)", "MAE beats an intermediate CLIP layer (layer 26) "
+                                                                   "as the local stream: 53.7 / 32.6 / 31.2 with "
+                                                                   "the CLIP layer."),
     ],
     "comparison": [
-        ("Ovis, ARCHITECTURES.md Part A §1.4", "Ovis wins on every benchmark, +8.8% on average."),
-        ("VW-LMM, ARCHITECTURES.md Part A §2.4", "GQA 62.7 vs 62.0"),
-        ("HoVLE, ARCHITECTURES.md Part B §1.4", "The ablation tables could not be retrieved from stored sources."),
-        ("X-Former, ARCHITECTURES.md Part B §2.4", "| **X-Former (dual CA + L_rec)** | **55.0** | **34.9** | "
-                                                   "**34.2** |"),
-        ("LLaViT, ARCHITECTURES.md Part B §3.1", "a 3B LLaViT beats 7B/14B LLaVA on vision-centric tasks."),
+        OVIS_TABLE3,
+        ("VW-LMM, official repository's main results", "GQA 62.7 against 62.0; not a controlled ablation."),
+        ("HoVLE, arXiv 2412.16158, Abstract", "HoVLE achieves performance close to leading compositional models on "
+                                              "various benchmarks, outperforming previous monolithic models by a "
+                                              "large margin."),
+        XFORMER_ROW,
+        ("LLaViT, arXiv 2511.10301, Abstract", "even surpassing models with double its parameter count"),
     ],
 }
 
 PAPER_NOTES = {
-    "features": "Columns: VQAv2 | GQA | OK-VQA, zero-shot, OPT-6.7B (the paper's Table; secondary source).",
-    "comparison": "Ovis: against a connector of equal size (Qwen1.5-7B); VW-LMM: against LLaVA-1.5-7B, GQA "
-                  "(not a controlled ablation); X-Former: VQAv2 | GQA | OK-VQA; none is a like-for-like comparison "
-                  "of all six, which only this workbook's tiny world gives.",
+    "features": "Zero-shot, OPT-6.7B. Secondary: read from a public note on the paper, not checked against its PDF.",
+    "comparison": "Ovis: against a connector of equal size; VW-LMM: VW-LMM-Vicuna-7B against LLaVA-1.5-7B; "
+                  "X-Former: VQAv2 | GQA | OK-VQA; none is a like-for-like comparison of all six, which only this "
+                  "workbook's tiny world gives.",
 }
 
 
 def paper_markdown(key: str) -> str:
-    """What the paper(s) reported for a study, as Markdown quotes with their place in ARCHITECTURES.md."""
+    """What the paper(s) reported for a study, as Markdown quotes with their place in the paper (docs/papers.md)."""
     if key not in PAPER:
         raise ValueError(f"paper key {key!r}; allowed values: {sorted(PAPER)}")
-    lines = ["**What the papers reported** (quoted from the team's ARCHITECTURES.md):", ""]
+    lines = ["**What the papers reported** (sources: docs/papers.md in the repository):", ""]
     for where, quote in PAPER[key]:
         lines.append(f"> {quote}  \n> — *{where}*")
         lines.append("")

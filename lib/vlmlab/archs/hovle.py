@@ -25,7 +25,7 @@ Forward ("pre", the standard HoVLE)::
 L + g*g) and the shuffle + MLP run after its layers; the LLM still gets n_img tokens per image, so the two
 stacks have different lengths and position ids.
 
-Substitutes for the tiny world (DESIGN.md; ARCHITECTURES.md Part B §1):
+Substitutes for the tiny world (what the paper reports: docs/papers.md):
 
 - Patch size p = half the backbone ViT patch (8 px on 64 px images -> an 8x8 grid, 64 patch embeddings);
   the 2x2 shuffle gives 16 image tokens, each exactly one 16-px cell = one ViT patch token of the teacher,

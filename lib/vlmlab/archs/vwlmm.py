@@ -13,13 +13,13 @@ The total loss is L_lm + lambda_vm * L_vm. As in the official code the target q 
 and the projector learn through both sides of the KL. The LLM still reads the continuous features z_j; the PIF
 variant instead feeds the pseudo-image feature q_j @ E_txt, a mix of the LLM's own input-embedding rows.
 
-What we reproduce and what we had to choose (see ARCHITECTURES.md Part A section 2):
+What we reproduce and what we had to choose (what the paper reports: docs/papers.md):
 - Vision and projector are LLaVA-1.5's (frozen CL ViT, penultimate block, CLS dropped; ``mlp2x_gelu``
   connector), here the tiny world's CL ViT (16 patches of 16 px, one per grid cell) and the 64-word LLM.
 - The VM head is ``Linear(d_lm -> V, bias=False)`` with V = the LLM's vocabulary (64 words here instead of
   32,000) and is initialised like a transformers ``post_init`` linear (normal, std = the LLM's
   ``initializer_range``) [I: the official checkpoints load it, its initialisation is not published].
-- Training stages are not published (ARCHITECTURES.md section 2.4); we use LLaVA's two stages with the VM head
+- Training stages are not given in the material we had; we use LLaVA's two stages with the VM head
   trained wherever the connector is [I]: align (connector + VM head, describe data), instruct (connector +
   VM head + LLM, VQA data), both with L_lm + lambda_vm * L_vm.
 - With no supervised position (no image in the batch) L_vm is 0, where the official ``batchmean`` gives NaN.
