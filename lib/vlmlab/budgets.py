@@ -18,8 +18,8 @@ class Budget:
     vit_dim: int = 128
     vit_depth: int = 4
     vit_heads: int = 4
-    # position embeddings of both ViTs and the MAE decoder: fixed 2-D sin-cos (MAE) or learned (CLIP). Learned
-    # ones stay at their tiny init here, because captions never name positions (see data/README.md, note 8)
+    # position embeddings of both ViTs and the MAE decoder: fixed 2-D sin-cos (MAE) or learned (CLIP), sin-cos
+    # because learned ones never leave their init when captions name no position (docs/lab-notes/spatial-plateau.md)
     vit_pos_embed: str = "sincos"
     mae_dec_dim: int = 64
     mae_dec_depth: int = 2
@@ -39,11 +39,9 @@ class Budget:
     lm_lr: float = 2e-3
     lm_extra_questions: int = 8  # further questions per pretraining scene (denser answer supervision)
     lm_answer_weight: float = 2.0  # extra weight of the answer tokens in the LM pretraining loss
-    # how the LM pretraining step runs (the same data and loss; data/README.md note 9): sequences packed several
-    # to a row of lm_pack tokens (0: one per row, padded) and torch.compile (eager when no compiler is found).
-    # lm_precision "bf16" (matmuls in bf16 autocast, attention in fp32) is faster still on a CPU with bf16
-    # instructions (0.20 vs 0.30 s a step) and far slower on one without them (emulated; note 13, with a warning),
-    # and LLaVA trained on its LM scored 2.6 points lower over 3 seeds (note 9): fp32 stays
+    # how the LM pretraining step runs, on the same data and loss: sequences packed several to a row of lm_pack
+    # tokens (0: one per row, padded) and torch.compile (eager when no compiler is found); fp32, because the VLMs
+    # do worse on a bf16-trained LM (docs/lab-notes/lm-step-speed.md)
     lm_pack: int = 320
     lm_precision: str = "fp32"
     lm_compile: bool = True
@@ -55,10 +53,8 @@ class Budget:
     mim_lr: float = 1.5e-3
     mim_mask_ratio: float = 0.75
     mim_target: str = "clean"  # MAE target: the render before its pixel noise ("clean") or the input itself ("noisy")
-    # VLM training: total optimizer steps, split across an architecture's stages by their declared shares.
-    # Many small steps: LLaVA is limited by optimizer steps here, not by samples. 2,400 steps of 16 cost about
-    # what 600 of 64 did on the 2-core CPU (91 vs 81 s) and lifted LLaVA from 63 to 69-71 % (comparison questions
-    # from 58 to 71 %; data/README.md, note 12)
+    # VLM training: total optimizer steps, split across an architecture's stages by their declared shares; many
+    # small steps, because the VLMs are short of optimizer steps, not of samples (docs/lab-notes/vlm-steps.md)
     vlm_steps: int = 2400
     vlm_batch: int = 16
     vlm_lr: float = 1e-3
@@ -66,9 +62,8 @@ class Budget:
     vlm_schedule: str = "cosine"  # the VLM stages' learning rate after warm-up: cosine decay or held ("constant")
     # share of the VLMs' training questions replaced by a single-object look-up ("what column is the circle in ?")
     vlm_grounding: float = 0.0
-    # evaluation: questions per category and split. 500 at the default budget: with 100, one seed's binomial
-    # spread in a category near 50 % was 5 points, as large as the margins the tables are read for (data/README.md,
-    # note 11); with 500 it is 2.2
+    # evaluation: questions per category and split, enough that one seed's sampling spread stays below the
+    # margins the tables are read for (docs/lab-notes/evaluation-size.md)
     eval_per_category: int = 500
     eval_batch: int = 256
     # linear probes of the ViTs (vlmlab.probes, notebook 02): training scenes (the probes' test set is half as many)

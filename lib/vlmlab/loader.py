@@ -2,10 +2,8 @@
 
 Every training loop here draws batch ``s`` as a pure function of ``s`` (the world generates sample ``i`` of a split
 from its seed and ``i`` alone), so the batches can be made anywhere and in any order without changing what is
-learnt. On this 2-core CPU the step itself keeps both cores busy and a batch costs a few per cent of it (data/README
-note 10: a worker process made the LM step slower), so batches are built inline. On a GPU a step of these small
-models takes milliseconds and one CPU core building every batch becomes the bottleneck (note 12: LLaVA's steps ran
-at 22-25 ms on an H100 once 12 processes built its batches ahead), so there ``data_workers`` processes build them.
+learnt. On a CPU batches are built inline, because the step keeps every core busy; on a GPU, where one core
+building every batch is the bottleneck, ``data_workers`` processes build them (docs/lab-notes/vlm-steps.md).
 """
 from __future__ import annotations
 

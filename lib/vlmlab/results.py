@@ -34,7 +34,7 @@ def accuracy_table(record: dict, split: str = "test") -> pd.DataFrame:
 def wording_table(record: dict, split: str = "test") -> pd.DataFrame:
     """Accuracy (in %) per wording of the categories asked in more than one wording (``vlmlab.world.wording``),
     beside chance, the blind floor and the text-oracle ceiling. A category's mean can hide opposite gaps: the
-    text oracle reads "same color as" well and "bigger than" at chance (data/README.md, note 14)."""
+    text oracle reads "same color as" well and "bigger than" at chance (docs/lab-notes/oracle-wordings.md)."""
     w = record.get("wordings")
     if not w:
         raise ValueError("this record has no per-wording accuracies (it was written before vlmlab recorded them); "

@@ -27,7 +27,7 @@ SCHEDULES = ("cosine", "constant")  # the learning rate after warm-up
 def adamw(groups, lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
     """The optimiser of every training loop here. foreach: one multi-tensor kernel per update instead of one small
     kernel per parameter, bitwise the same as the single-tensor loop torch picks on CPU (tests/test_train.py) and
-    faster on the 2-core CPU (data/README.md, note 15); torch already picks it on CUDA."""
+    faster there (docs/lab-notes/vlm-step-speed.md); torch already picks it on CUDA."""
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98), foreach=True)
 
 

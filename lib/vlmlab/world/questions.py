@@ -196,7 +196,7 @@ def wording(question: str, w: WorldConfig) -> str:
     asked the same way group together ("is the circle left of the square ?" -> "is the <shape> left of the
     <shape> ?"). Several categories are asked in two wordings (spatial: left of / above; comparison: bigger than /
     same color as; counting: by colour / by shape; logical: and / or), and a category's mean can hide a gap
-    between them (data/README.md, note 14)."""
+    between them (docs/lab-notes/oracle-wordings.md)."""
     slots = {**dict.fromkeys(w.shapes, "<shape>"), **dict.fromkeys(w.colors, "<color>")}
     return " ".join(slots.get(t, t) for t in question.split())
 

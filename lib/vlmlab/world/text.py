@@ -13,7 +13,7 @@ def scene_text(scene: tuple[Obj, ...]) -> str:
     """Every object with every attribute and its cell, in raster order: what the text oracle reads.
 
     The shape comes first ("circle large red striped at r1 c2 ."): questions name an object by its shape, and a
-    causal LM learns to look up what follows the name it matches, not what precedes it (docs/lab-notes/oracle.md)."""
+    causal LM learns to look up what follows the name it matches, not what precedes it (docs/lab-notes/oracle-wordings.md)."""
     return " ".join(f"{o.shape} {o.size} {o.color} {o.texture} at r{o.row} c{o.col} ." for o in scene)
 
 
