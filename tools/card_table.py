@@ -1,4 +1,4 @@
-"""Write the measured answer-balance tables of the dataset card (data/README.md) from the generator itself.
+"""Write the measured answer-balance table of the dataset card (data/README.md) from the generator itself.
 
     python tools/card_table.py            # rewrite the block between the answer-balance markers (comments naming this tool)
     python tools/card_table.py --check    # exit 1 if the card's block is not what the generator gives now
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     updated = replace_block(text, block())
     if a.check:
         if updated != text:
-            print(f"{CARD}: the answer-balance tables are stale; run python tools/card_table.py", file=sys.stderr)
+            print(f"{CARD}: the answer-balance table is stale; run python tools/card_table.py", file=sys.stderr)
             return 1
         return 0
     CARD.write_text(updated)
