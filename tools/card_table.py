@@ -1,6 +1,6 @@
 """Write the measured answer-balance table of the dataset card (data/README.md) from the generator itself.
 
-    python tools/card_table.py            # rewrite the block between the answer-balance markers (comments naming this tool)
+    python tools/card_table.py            # rewrite the block between the markers (comments naming this tool)
     python tools/card_table.py --check    # exit 1 if the card's block is not what the generator gives now
 
 The numbers come from ``vlmlab.world.card.answer_balance`` (world seed 0, 500 questions per category), so the
