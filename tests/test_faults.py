@@ -89,6 +89,7 @@ BAD_RUNS = [  # (CLI arguments, what the one line must name, what is allowed)
     (["--knob", "feature_layer=99"], "'feature_layer'", "-2..1"),
     (["--arch", "xformer", "--knob", "feature_layer=-3"], "'feature_layer'", "-2..1"),
     (["--arch", "llavit", "--knob", "layers='0,9'"], "'layers'", "-2..1"),
+    (["--arch", "llavit", "--knob", "layers=0,9"], "'layers'", "-2..1"),
     (["--knob", "connector_depth=2.5"], "must be an int", "int"),
     (["--arch", "nope"], "arch='nope'", "llava"),
 ]

@@ -17,9 +17,11 @@ def _knob(text: str):
         raise argparse.ArgumentTypeError(f"--knob expects NAME=VALUE, got {text!r}")
     k, v = text.split("=", 1)
     try:
-        return k, ast.literal_eval(v)
+        value = ast.literal_eval(v)
     except (ValueError, SyntaxError):
         return k, v
+    # knobs are str, int, float or bool: "layers=0,2" means the string, not the tuple (0, 2)
+    return k, value if isinstance(value, (str, int, float, bool)) else v
 
 
 def cmd_pretrain(a):
