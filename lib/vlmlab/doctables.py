@@ -110,14 +110,23 @@ def probes(results: Path = RESULTS) -> str:
 
 @generator("spatial-levers")
 def spatial_levers(results: Path = RESULTS) -> str:
-    """LLaVA per spatial lever: spatial accuracy and its wordings, overall, mean ± sd over seeds, test split."""
+    """LLaVA per spatial lever: spatial accuracy and its wordings, overall (mean ± sd over seeds, test split), and
+    each lever's paired difference from the base recipe on spatial questions (95 % interval over common seeds)."""
+    from .stats import paired, per_seed
     from .study import summary_table
 
     csv = results / "spatial-levers.csv"
-    cat = summary_table(tidy_frame(csv, by="lever"), split="test", categories=("spatial", "overall"))
+    frame = tidy_frame(csv, by="lever")
+    cat = summary_table(frame, split="test", categories=("spatial", "overall"))
     words = summary_table(tidy_frame(csv, per="wording", by="lever"), split="test")
     words = words[[c for c in words.columns if c.startswith("spatial:")]]
-    return _markdown(pd.concat([cat.drop(columns="seeds"), words, cat[["seeds"]]], axis=1).rename_axis("lever"))
+    base = per_seed(frame, "config", "base", "spatial")
+    delta = {str(v): str(paired(per_seed(frame, "config", v, "spatial"), base)) if v != "base" else ""
+             for v in frame["config"].cat.categories}
+    t = pd.concat([cat.drop(columns="seeds"), words, cat[["seeds"]]], axis=1)
+    t.insert(1, "spatial vs base", pd.Series(delta))
+    return _markdown(t.loc[[r for r in t.index if r in delta or r in ("floor (blind)", "chance")]]
+                     .rename_axis("lever"))
 
 
 def render_text(text: str, results: Path = RESULTS) -> str:
