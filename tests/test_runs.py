@@ -47,7 +47,8 @@ def test_record_contents(smoke_runs, tmp_path):
     assert list(rec["losses"]) == ["align", "instruct"] and all(math.isfinite(x) for x in rec["losses"]["align"])
     assert rec["params"]["trainable"] < rec["params"]["total"]
     assert rec["samples_per_s"] > 0 and rec["wall_seconds"] >= rec["train_seconds"] > 0
-    assert rec["config"]["knobs"] == {"encoder": "cl", "feature_layer": -2, "connector_depth": 2, "attention": "causal"}
+    assert rec["config"]["knobs"] == {"encoder": "cl", "feature_layer": -2, "connector_depth": 2, "attention": "causal",
+                                     "cell_words": False}
     json.dumps(rec)  # JSON-able
     assert set(rec["wordings"]) == {"model", "floor", "ceiling"}
     for source, by_split in rec["wordings"].items():
