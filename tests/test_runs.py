@@ -49,6 +49,10 @@ def test_record_contents(smoke_runs, tmp_path):
     assert rec["samples_per_s"] > 0 and rec["wall_seconds"] >= rec["train_seconds"] > 0
     assert rec["config"]["knobs"] == {"encoder": "cl", "feature_layer": -2, "connector_depth": 2, "attention": "causal",
                                      "cell_words": False}
+    # the share of argmax answers inside each question's answer set, for the model and both references
+    for source in ("model", "floor", "ceiling"):
+        rates = rec["valid_answer_rate"][source]["test"]
+        assert set(rates) >= {"spatial", "overall"} and all(0.0 <= v <= 1.0 for v in rates.values())
     json.dumps(rec)  # JSON-able
     assert set(rec["wordings"]) == {"model", "floor", "ceiling"}
     for source, by_split in rec["wordings"].items():

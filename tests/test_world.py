@@ -5,6 +5,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
 from vlmlab.world import CATEGORIES, World, WorldConfig, build_tokenizer, prompt_and_target, wording
 
@@ -232,3 +233,23 @@ def test_image_prompts_use_only_words_the_lm_was_pretrained_on(world):
         words = [w for w in prompt.split() if w != IMG]
         assert set(words) <= seen, (task, set(words) - seen)
         assert prompt.startswith(f"scene : {IMG}")
+
+
+def test_evaluation_reports_the_share_of_answers_inside_the_answer_set(world, tiny_backbones, smoke_budget):
+    """A model that always says "yes" is valid on yes/no questions only; its colour answers are format errors."""
+    from vlmlab.archs import build
+    from vlmlab.evaluate import evaluate
+
+    m = build("llava", tiny_backbones, smoke_budget)
+    yes = world.tokenizer.convert_tokens_to_ids("yes")
+    vocab = len(world.tokenizer)
+
+    def always_yes(batch):
+        out = torch.full((len(batch["input_ids"]), vocab), -1e4)
+        out[:, yes] = 0.0
+        return out
+
+    m.answer_logits = always_yes
+    valid = evaluate(m, world, 8, 64, splits=("test",))["valid"]["test"]
+    assert valid["existence"] == valid["spatial"] == 1.0
+    assert valid["attribute"] == valid["counting"] == valid["texture"] == 0.0

@@ -42,31 +42,43 @@ def evaluate(model, world: World, n_per_category: int, batch_size: int = 256, sp
     ``wordings``: {split | "chance": {category: {wording: accuracy}}} for the categories asked in more than one
     wording (``vlmlab.world.wording``), whose mean can hide a gap between its wordings.
 
-    A prediction is the argmax over the whole vocabulary at the position before the first answer token.
+    A prediction is the argmax over the whole vocabulary at the position before the first answer token. ``valid``:
+    {split: {category: share}} of predictions that are (the first token of) an answer in the question's answer
+    set, so that a format error is not read as a perception error.
     """
     from .device import autocast
 
     model.eval()
     n = n_per_category * len(world.categories)
-    result, chance, chance_w, wordings = {}, defaultdict(list), defaultdict(list), {}
+    result, chance, chance_w, wordings, valid = {}, defaultdict(list), defaultdict(list), {}, {}
+    first = {}  # answer word -> its first token, as World.encode tokenizes a target
+
+    def first_token(a: str) -> int:
+        if a not in first:
+            first[a] = world.tokenizer(" " + a, add_special_tokens=False)["input_ids"][0]
+        return first[a]
+
     for split in splits:
-        hits, hits_w = defaultdict(list), defaultdict(list)
+        hits, hits_w, ok_set = defaultdict(list), defaultdict(list), defaultdict(list)
         for start in range(0, n, batch_size):
             batch = world.batch(model.eval_task, split, start, min(batch_size, n - start),
                                 with_images=model.uses_images)
             with autocast(model.device, precision):
                 pred = model.answer_logits(batch).argmax(-1).cpu()
             gold = batch["labels"][torch.arange(len(pred)), batch["answer_pos"]]
-            for cat, w, ok, k in zip(batch["category"], batch["wording"], (pred == gold).tolist(),
-                                     batch["n_answers"].tolist()):
+            for cat, w, ok, k, p, answers in zip(batch["category"], batch["wording"], (pred == gold).tolist(),
+                                                 batch["n_answers"].tolist(), pred.tolist(), batch["answer_sets"]):
                 hits[cat].append(ok)
+                ok_set[cat].append(p in {first_token(a) for a in answers})
                 hits_w[cat, w].append(ok)
                 if split == "test":
                     chance[cat].append(1.0 / k)
                     chance_w[cat, w].append(1.0 / k)
         result[split] = summarize(_means(hits))
+        valid[split] = summarize(_means(ok_set))
         wordings[split] = _by_wording(hits_w)
     result["chance"] = summarize(_means(chance))
     wordings["chance"] = _by_wording(chance_w)
     result["wordings"] = wordings
+    result["valid"] = valid
     return result

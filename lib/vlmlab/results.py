@@ -71,6 +71,9 @@ def tidy(record: dict, run: str | None = None) -> pd.DataFrame:
                 continue  # chance is the same for every source
             rows += [{**base, "source": src, "split": split, "metric": f"wording.{cat}.{wd}", "value": acc}
                      for cat, ws in cats.items() for wd, acc in ws.items()]
+    for source, by_split in (record.get("valid_answer_rate") or {}).items():  # metric "valid.<category>"
+        rows += [{**base, "source": source, "split": split, "metric": f"valid.{cat}", "value": v}
+                 for split, cats in by_split.items() for cat, v in cats.items()]
     for key in ("train_seconds", "wall_seconds", "samples_per_s"):
         rows.append({**base, "source": "model", "split": None, "metric": key, "value": record.get(key)})
     for key, v in record["params"].items():

@@ -142,7 +142,7 @@ def _used_ids(bb: Backbones, kinds) -> dict:
 
 def _references(bb: Backbones, world: World, budget: Budget, device, precision, progress) -> dict:
     """Blind floor and text-oracle ceiling for this world seed and budget, cached on disk by their inputs."""
-    key = config_key({"refs": 2, "world": asdict(world.config), "seed": world.seed, "budget": budget.as_dict(),
+    key = config_key({"refs": 3, "world": asdict(world.config), "seed": world.seed, "budget": budget.as_dict(),
                       "backbones": _used_ids(bb, ("lm",)), "precision": precision})
     path = cache_root() / "references" / f"{key}.json"
     if path.is_file():
@@ -157,6 +157,7 @@ def _references(bb: Backbones, world: World, budget: Budget, device, precision, 
     oracle = build("oracle", bb, budget).to(device)
     out["ceiling"] = evaluate(oracle, world, budget.eval_per_category, budget.eval_batch, precision=precision)
     out["wordings"]["ceiling"] = out["ceiling"].pop("wordings")
+    out["valid"] = {"ceiling": out["ceiling"].pop("valid")}
     del oracle
     seed_everything(world.seed)
     blind = build("blind", bb, budget).to(device)
@@ -165,6 +166,7 @@ def _references(bb: Backbones, world: World, budget: Budget, device, precision, 
                         precision=precision, progress=progress)
     out["floor"] = evaluate(blind, world, budget.eval_per_category, budget.eval_batch, precision=precision)
     out["wordings"]["floor"] = out["floor"].pop("wordings")
+    out["valid"]["floor"] = out["floor"].pop("valid")
     out["floor_final_loss"] = logs[0].losses[-1] if logs and logs[0].losses else None
     write_json_atomic(path, out)
     return out
@@ -263,10 +265,12 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
     train_s = time.perf_counter() - t_train
     metrics = evaluate(model, world, budget.eval_per_category, budget.eval_batch, precision=config.precision)
     wordings = {"model": metrics.pop("wordings")}
+    valid = {"model": metrics.pop("valid")}
     diag_batch = world.batch(model.eval_task, "test", 0, min(64, budget.eval_batch))
     diagnostics = model.diagnostics(diag_batch)
     refs = _references(bb, world, budget, device, config.precision, progress) if config.references else {}
     wordings.update(refs.get("wordings", {}))
+    valid.update(refs.get("valid", {}))
 
     n_samples = sum(l.samples for l in logs)
     record = {
@@ -279,6 +283,8 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
         # {model | floor | ceiling: {split | chance: {category: {wording: accuracy}}}}: the categories asked in
         # more than one wording, per wording (results.wording_table)
         "wordings": wordings,
+        # {model | floor | ceiling: {split: {category: share}}}: argmax answers inside the question's answer set
+        "valid_answer_rate": valid,
         "losses": {l.name: l.losses for l in logs},
         "stages": [{"name": l.name, "steps": l.steps, "seconds": l.seconds, "samples_per_s": l.samples_per_s,
                     "final_loss": l.losses[-1] if l.losses else None} for l in logs],
