@@ -1,5 +1,5 @@
 """``vlmlab`` command line: pretrain backbones, run one experiment (through the run notebook), sweeps, results,
-the course."""
+the course, the world exported for other models and their answers scored."""
 from __future__ import annotations
 
 import argparse
@@ -106,6 +106,11 @@ def main(argv=None):
 
     from .course import add_cli as add_course_cli
     add_course_cli(sub)
+
+    from .export import add_cli as add_export_cli
+    from .score import add_cli as add_score_cli
+    add_export_cli(sub)
+    add_score_cli(sub)
 
     a = p.parse_args(argv)
     # the project's own errors end in one line, no traceback: bad input (2), a run that failed or a file that

@@ -140,11 +140,16 @@ def _used_ids(bb: Backbones, kinds) -> dict:
     return {k: cache.fingerprint(v) for k, v in _used_paths(bb, kinds).items()}
 
 
-def _references(bb: Backbones, world: World, budget: Budget, device, precision, progress) -> dict:
-    """Blind floor and text-oracle ceiling for this world seed and budget, cached on disk by their inputs."""
+def _references_path(bb: Backbones, world: World, budget: Budget, precision) -> Path:
+    """The reference cache file of this world seed, budget, LM and precision (present or not)."""
     key = config_key({"refs": 3, "world": asdict(world.config), "seed": world.seed, "budget": budget.as_dict(),
                       "backbones": _used_ids(bb, ("lm",)), "precision": precision})
-    path = cache_root() / "references" / f"{key}.json"
+    return cache_root() / "references" / f"{key}.json"
+
+
+def _references(bb: Backbones, world: World, budget: Budget, device, precision, progress) -> dict:
+    """Blind floor and text-oracle ceiling for this world seed and budget, cached on disk by their inputs."""
+    path = _references_path(bb, world, budget, precision)
     if path.is_file():
         try:
             cached = json.loads(path.read_text())
