@@ -35,8 +35,16 @@ def cmd_pretrain(a):
 
 
 def print_summary(record: dict):
+    from .data.report import describe, eval_table, is_world
     from .results import accuracy_table, wording_table
 
+    if not is_world(record):
+        print(f"\n{record['config']['arch']} accuracy (%) per category, budget {record['config']['budget']}, seed "
+              f"{record['config']['seed']}; {describe(record)}:")
+        print(eval_table(record).to_string())
+        print(f"\ntraining: {record['train_seconds']:.0f}s, {record['samples_per_s']:.0f} samples/s; "
+              f"whole run {record['wall_seconds']:.0f}s; parameters {record['params']}")
+        return
     for split in ("test", "compositional"):
         print(f"\n{record['config']['arch']} accuracy (%) on the {split} split, budget {record['config']['budget']}, "
               f"seed {record['config']['seed']}:")
@@ -53,6 +61,12 @@ def cmd_run(a):
 
     knobs = dict(a.knob or [])
     params = {"arch": a.arch, "knobs": knobs, "seed": a.seed, "budget": a.budget, "precision": a.precision}
+    if a.data != "world":  # absolute paths, which the notebook's kernel resolves alike; the world's runs keep their hash
+        params["data"] = str(Path(a.data).resolve())
+        params.update({k: str(Path(v).resolve()) for k, v in (("eval_data", a.eval_data),
+                                                              ("image_root", a.image_root)) if v})
+    elif a.eval_data or a.image_root:
+        params.update({k: v for k, v in (("eval_data", a.eval_data), ("image_root", a.image_root)) if v})
     out = Path(a.out) if a.out else REPO / "papermill_runs" / "cli" / f"{a.arch}-{params_hash(params)}"
     config = RunConfig.from_params(**params, output_dir=out)  # every parameter, before any backbone loads
     if a.in_process:
@@ -94,6 +108,10 @@ def main(argv=None):
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--precision", default="fp32")
     s.add_argument("--knob", type=_knob, action="append", metavar="NAME=VALUE", help="architecture knob (repeat)")
+    s.add_argument("--data", default="world",
+                   help="training data: world (default), a LLaVA-format .json file or a datasets save_to_disk folder")
+    s.add_argument("--eval-data", help="evaluation data, same formats (default: a seeded held-out 10%% of --data)")
+    s.add_argument("--image-root", help="folder the LLaVA file's image paths are relative to (default: its folder)")
     s.add_argument("--out", help="run directory (default: papermill_runs/cli/<arch>-<hash>)")
     s.add_argument("--in-process", action="store_true", help="skip papermill; run in this process")
     s.set_defaults(fn=cmd_run)

@@ -22,6 +22,7 @@ from .backbones import Backbones, load_backbones
 from .backbones import cache
 from .backbones.cache import cache_root, config_key
 from .budgets import BUDGETS, Budget, get_budget
+from .data.run_data import run_data
 from .checks import article, check_output_dir, check_seed
 from .device import PRECISIONS, pick_device, seed_everything
 from .evaluate import evaluate
@@ -39,10 +40,14 @@ class RunConfig:
     precision: str = "fp32"
     device: str = "auto"
     references: bool = True  # also compute (or reuse) the blind floor and the text-oracle ceiling
+    # what it trains and evaluates on (vlmlab.data.sources): the world, or a LLaVA JSON file / datasets directory
+    data: str = "world"
+    eval_data: str | None = None  # None: a seeded held-out 10 % of the training data
+    image_root: str | None = None  # where a LLaVA file's image paths start (None: the file's folder)
 
     @classmethod
     def from_params(cls, arch="llava", knobs=None, seed=0, budget="default", precision="fp32", device="auto",
-                    references=True, output_dir=None) -> "RunConfig":
+                    references=True, output_dir=None, data="world", eval_data=None, image_root=None) -> "RunConfig":
         """Validate user parameters (e.g. from a papermill cell) and build the config; raises before training.
         The one check of a run's parameters: the CLI, the run notebook, the sweeps (at ``--list``) and
         :func:`run` call it. ``output_dir`` is only checked (it is not part of the config)."""
@@ -62,7 +67,12 @@ class RunConfig:
         cls_ = get_arch(arch)
         built = cls_.KnobsClass.build(arch, knobs)  # validates names, types, values and combinations
         _check_vit_blocks(arch, built, b)
-        return cls(arch, dict(knobs or {}), seed, budget, precision, device, references)
+        from .data.sources import check_sources
+
+        _expect("data", data, str)
+        eval_data, image_root = eval_data or None, image_root or None  # "" (a notebook's unset string) is none
+        check_sources(data, eval_data, image_root)  # every row of the files, before any backbone loads
+        return cls(arch, dict(knobs or {}), seed, budget, precision, device, references, data, eval_data, image_root)
 
     def resolved(self) -> dict:
         cls_ = get_arch(self.arch)
@@ -208,11 +218,13 @@ def _code_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def _model_key(config: RunConfig, budget: Budget, bb: Backbones, device: torch.device) -> dict:
+def _model_key(config: RunConfig, budget: Budget, bb: Backbones, device: torch.device, data_key=None) -> dict:
     resolved = {k: v for k, v in config.resolved().items() if k not in ("device", "references")}
+    if data_key is None:  # the world: keyed as before data sources existed, so its cached models stay valid
+        resolved = {k: v for k, v in resolved.items() if k not in ("data", "eval_data", "image_root")}
     used = _used_ids(bb, backbones_needed(config.arch, config.knobs))
     return {"model": 1, "config": resolved, "device": device.type, "budget": budget.as_dict(),
-            "backbones": used, "code": _code_hash()}
+            "backbones": used, "code": _code_hash(), **({"data": data_key} if data_key is not None else {})}
 
 
 def _store_model(key: dict, model: VLM, record: dict) -> None:
@@ -246,10 +258,11 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
     # only the backbones this arch reads: a first LLaVA run does not wait for the MIM encoder
     bb = backbones or load_backbones(WorldConfig(), budget, device=device, progress=progress, kinds=needed)
     world = World(WorldConfig(), seed=config.seed)
+    source = run_data(config.data, config.eval_data, config.image_root, config.seed)
 
     seed_everything(config.seed)
     model = build(config.arch, bb, budget, config.knobs).to(device)
-    key = _model_key(config, budget, bb, device)
+    key = _model_key(config, budget, bb, device, source.key())
     hit = cache.lookup("model", key, cache_root() / "models") if reuse else None
     if hit is not None:
         from safetensors.torch import load_model
@@ -262,18 +275,19 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
         return Experiment(config, model, world, bb, record)
     t_train = time.perf_counter()
     try:
-        data = make_data(world, budget.vlm_batch, budget.vlm_grounding)
+        data = source.batches(world, budget)
         logs = train_stages(model, model.stages(), data, budget, device=device,
                             precision=config.precision, progress=progress)
     except NonFiniteLoss as e:
         raise _non_finite_advice(config, e) from None
     train_s = time.perf_counter() - t_train
-    metrics = evaluate(model, world, budget.eval_per_category, budget.eval_batch, precision=config.precision)
-    wordings = {"model": metrics.pop("wordings")}
-    valid = {"model": metrics.pop("valid")}
-    diag_batch = world.batch(model.eval_task, "test", 0, min(64, budget.eval_batch))
-    diagnostics = model.diagnostics(diag_batch)
-    refs = _references(bb, world, budget, device, config.precision, progress) if config.references else {}
+    metrics, model_wordings, model_valid = source.evaluate(model, world, budget, config.precision)
+    wordings = {"model": model_wordings} if model_wordings else {}
+    valid = {"model": model_valid}
+    diagnostics = model.diagnostics(source.diagnostic_batch(model, world, min(64, budget.eval_batch)))
+    # the floor and ceiling are the world's (the oracle reads its scene text): none for another data source
+    refs = (_references(bb, world, budget, device, config.precision, progress)
+            if config.references and source.is_world else {})
     wordings.update(refs.get("wordings", {}))
     valid.update(refs.get("valid", {}))
 
@@ -281,6 +295,7 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
     record = {
         "config": config.resolved(),
         "budget": budget.as_dict(),
+        "data": source.describe(),  # what it trained and was evaluated on
         "metrics": {k: v for k, v in metrics.items() if k != "chance"},
         "chance": metrics["chance"],
         "floor": refs.get("floor"),

@@ -1,0 +1,80 @@
+"""What a run trains and evaluates on, behind one interface: the built-in world, or a data source's examples
+with its evaluation set (``eval_data``, else a seeded held-out share of the training data)."""
+from __future__ import annotations
+
+from ..world import World
+from .evaluate import SPLIT, evaluate_examples
+from .feed import make_source_data
+from .sources import WORLD, check_sources, describe_split, examples, held_out
+
+
+class WorldData:
+    """The built-in world: training batches of its train split, evaluation on its test and compositional splits."""
+
+    is_world = True
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def batches(self, world: World, budget):
+        from ..runs import make_data
+
+        return make_data(world, budget.vlm_batch, budget.vlm_grounding)
+
+    def evaluate(self, model, world: World, budget, precision: str) -> tuple[dict, dict, dict]:
+        """(metrics with "chance", per-wording accuracies, valid-answer shares), as the record stores them."""
+        from ..evaluate import evaluate
+
+        metrics = evaluate(model, world, budget.eval_per_category, budget.eval_batch, precision=precision)
+        return metrics, metrics.pop("wordings"), metrics.pop("valid")
+
+    def diagnostic_batch(self, model, world: World, n: int) -> dict:
+        return world.batch(model.eval_task, "test", 0, n)
+
+    def key(self) -> None:
+        return None  # the world is keyed by the code and the seed already
+
+    def describe(self) -> dict:
+        return {"train": {"source": WORLD, "split": "train"},
+                "eval": {"source": WORLD, "splits": ["test", "compositional"]}}
+
+
+class SourceData:
+    """A LLaVA-format file or a ``datasets`` directory, and its evaluation set."""
+
+    is_world = False
+
+    def __init__(self, data: str, eval_data: str | None, image_root: str | None, seed: int):
+        self.train_source, self.eval_source = check_sources(data, eval_data, image_root)
+        exs = examples(self.train_source, image_root)
+        if self.eval_source is not None:
+            self.train, self.eval = exs, examples(self.eval_source, image_root)
+        else:
+            self.train, self.eval = held_out(exs, seed, self.train_source.path)
+        self.seed = seed
+
+    def batches(self, world: World, budget):
+        return make_source_data(self.train, world, budget.vlm_batch, self.seed)
+
+    def evaluate(self, model, world: World, budget, precision: str) -> tuple[dict, dict, dict]:
+        out = evaluate_examples(model, self.eval, world, budget.eval_batch, precision)
+        self.per_category = out["examples"]
+        return {SPLIT: out[SPLIT], "chance": out["chance"]}, {}, out["valid"]
+
+    def diagnostic_batch(self, model, world: World, n: int) -> dict:
+        from .batches import encode_examples
+
+        return encode_examples(world, "blind" if model.eval_task == "blind" else "qa", self.eval[:n],
+                               with_images=model.uses_images)
+
+    def key(self) -> dict:
+        """What a cached model trained on this data depends on besides the config: the files' contents."""
+        return {"train": self.train_source.fingerprint,
+                "eval": self.eval_source.fingerprint if self.eval_source else f"held-out seed {self.seed}"}
+
+    def describe(self) -> dict:
+        return describe_split(self.train_source, self.eval_source, self.seed, len(self.train), len(self.eval))
+
+
+def run_data(data: str, eval_data: str | None, image_root: str | None, seed: int):
+    return WorldData(seed) if data == WORLD else SourceData(data, eval_data, image_root, seed)
