@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 
 class DataError(ValueError):
@@ -26,6 +25,3 @@ class Example:
     answer: str
     category: str | None = None
     answers: tuple[str, ...] | None = None
-
-    def describe_image(self) -> str:
-        return str(self.image) if isinstance(self.image, (str, Path)) else type(self.image).__name__
