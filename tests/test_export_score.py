@@ -27,6 +27,7 @@ def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     for split in ("test", "compositional"):
         assert main(["export", str(out), "--split", split, "--budget", "smoke", "--seed", str(SEED)]) == 0
+    assert main(["export", str(out), "--split", "test", "--format", "hf", "--budget", "smoke", "--seed", str(SEED)]) == 0
     return out
 
 
@@ -38,6 +39,11 @@ def test_the_round_trip_scores_what_the_record_says(smoke_run, exported, tmp_pat
         examples = read_llava(exported / f"{split}.json")
         assert len(examples) == 8 * exp.record["budget"]["eval_per_category"]
         preds += predict(exp.model, examples, exp.world, exp.record["budget"]["eval_batch"])
+    # the HF dataset export answers alike: the same pixels and questions
+    from vlmlab.data.hf import read_hf
+
+    hf = predict(exp.model, read_hf(exported / "test"), exp.world, exp.record["budget"]["eval_batch"])
+    assert hf == preds[:len(hf)]
     path = write_predictions(tmp_path / "predictions.jsonl", preds)
     capsys.readouterr()
     assert main(["score", str(path), "--record", str(run_dir / "record.json"), "--out", str(tmp_path / "s.json")]) == 0
