@@ -1,9 +1,11 @@
-"""The course: notebook discovery, execution with reuse and failure reporting, rendering, and the built site as
-headless Chromium shows it (figures present and loaded)."""
+"""The course: notebook discovery, execution with reuse and failure reporting, rendering (sidebar, links between
+notebooks, formulas, the reading path), and the built site as headless Chromium shows it with the network cut off
+(figures loaded, formulas typeset, the sidebar there, no progress bar stopped short)."""
 from __future__ import annotations
 
 import base64
 import dataclasses
+import html
 import json
 import re
 import shutil
@@ -14,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from vlmlab.course import build_course, discover, prepare_for_html, summary
+from vlmlab.course import build_course, discover, link_notebooks, prepare_for_html, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,6 +131,91 @@ def test_progress_bars_show_as_they_ended_not_as_an_interactive_widget(tmp_path)
     assert "Interactive widget" not in note
     assert "<progress value='15.0' max='15.0'>" in note and "sweep study-default: 100%" in note
     assert "15/15 [27:57&lt;00:00, 160.63s/run]" in note  # the final text, escaped once
+
+
+def test_mentions_of_other_notebooks_become_links_to_their_pages():
+    pages = {"00_quickstart": "00_quickstart.html", "01_world": "01_world.html"}
+    md = ("See `01_world.ipynb`, `00_quickstart`, notebook 00 and [the world](01_world.ipynb#Splits).\n\n"
+          "```python\n# notebook 01, `01_world.ipynb`\n```\n\n"
+          '("Notebook 01 again", a quoted title), `run.ipynb`, notebooks 00-01 and notebook 22 (not built).')
+    out = link_notebooks(md, pages)
+    assert "[`01_world.ipynb`](01_world.html)" in out and "[`00_quickstart`](00_quickstart.html)" in out
+    assert "[notebook 00](00_quickstart.html)" in out and "[the world](01_world.html#Splits)" in out
+    assert "```python\n# notebook 01, `01_world.ipynb`\n```" in out  # code blocks stay code
+    assert '"Notebook 01 again"' in out and "`run.ipynb`," in out and "notebooks 00-01" in out
+    assert "notebook 22 (not built)" in out
+    assert link_notebooks(out, pages) == out
+
+
+FORMULAS = r"""# 03 · Formulas: a page with equations
+
+This notebook checks that the course typesets formulas; it reads like `01_world.ipynb` and notebook 00.
+
+## Inline and display
+
+A patch's distribution is $p_i = \mathrm{softmax}(W x_i / \tau)$, and its visual token is
+
+$$v_i = \sum_{k=1}^{K} p_{ik}\, e_k .$$
+
+## An environment
+
+\begin{align}
+\mathcal{L} &= -\sum_t \log p(y_t \mid y_{<t}, v) \\
+\mathbb{E}[x] &= \frac{1}{n} \sum_i x_i
+\end{align}
+"""
+
+BARS = """from tqdm.auto import tqdm
+for _ in tqdm(range(8), desc="kept"):
+    pass
+for _ in tqdm(range(8), desc="hidden", leave=False):
+    pass
+print("done")"""
+
+
+def formulas_notebook(path: Path) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(FORMULAS),
+                nbformat.v4.new_code_cell('budget: str = "default"  # size knob\nseed: int = 0  # seed',
+                                          metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(BARS)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_pages_have_a_sidebar_links_local_mathjax_and_the_index_the_reading_path(tmp_path):
+    nbs = tmp_path / "repo" / "notebooks"
+    nbs.mkdir(parents=True)
+    write_notebook(nbs / "00_intro.ipynb", "00 · Intro: first", "print(seed)",
+                   intro="It starts here. Next, `03_formulas.ipynb`.\n\n## Part one\n\nText.\n\n## Part two\n\nMore.")
+    formulas_notebook(nbs / "03_formulas.ipynb")
+    (tmp_path / "repo" / "docs").mkdir()
+    (tmp_path / "repo" / "docs" / "reading-path.csv").write_text(
+        "notebook,you learn,minutes at default\n00_intro,How it starts,2\n03_formulas,\"Equations, typeset\",< 1\n")
+    out = tmp_path / "course"
+    res = build_course("smoke", out=out, notebooks_dir=nbs, progress=False)
+    assert res.ok, [(e.name, e.error) for e in res.failed]
+
+    intro, formulas = (out / "00_intro.html").read_text(), (out / "03_formulas.html").read_text()
+    for page in (intro, formulas, (out / "index.html").read_text()):
+        side = re.search(r'<nav class="course-sidebar".*?</nav>', page, re.S).group(0)
+        assert 'href="00_intro.html"' in side and 'href="03_formulas.html"' in side and 'href="index.html"' in side
+        assert not re.findall(r'<(?:script|link|img)[^>]*(?:src|href)="(?:https?:)?//', page)  # nothing remote
+    side = re.search(r'<nav class="course-sidebar".*?</nav>', intro, re.S).group(0)
+    assert re.search(r'<li class="current"><a href="00_intro.html" aria-current="page"', side)
+    assert '<a href="#Part-one">Part one</a>' in side and '<a href="#Part-two">Part two</a>' in side
+    assert '<a href="03_formulas.html"><code>03_formulas.ipynb</code></a>' in intro  # a cross-reference
+    assert '<a href="00_intro.html">notebook 00</a>' in formulas
+
+    assert "_static/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full" in formulas
+    assert "MathJax.js" not in intro  # only pages with formulas load it
+    assert (out / "_static" / "mathjax" / "MathJax.js").is_file()
+    assert (out / "_static" / "mathjax" / "config" / "TeX-AMS-MML_HTMLorMML-full.js").is_file()
+
+    index = (out / "index.html").read_text()
+    path = re.search(r"<section class='reading-path'>.*?</section>", index, re.S).group(0)
+    assert "<a href='00_intro.html'>00_intro</a>" in path and "Equations, typeset" in path and "&lt; 1" in path
 
 
 # ---- build: execution, reuse, failures (tiny notebooks, no training) -------------------------------------------
@@ -274,12 +361,29 @@ def screenshot_is_not_blank(png: Path) -> None:
     assert share > 0.05 and len(colours) > 200 and colourful > 0.002, (share, len(colours), colourful)
 
 
+OFFLINE = ["--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND"]  # any network fetch fails
+
+REAL = ("00_quickstart", "01_world")
+
+
 @pytest.fixture(scope="module")
 def smoke_course(tmp_path_factory):
-    out = tmp_path_factory.mktemp("course")
-    res = build_course("smoke", only=["00_quickstart", "01_world"], out=out, progress=False)
+    """The real 00 and 01 at the smoke budget, beside a small page of formulas and progress bars, in a checkout
+    of their own (with the repository's reading path)."""
+    repo = tmp_path_factory.mktemp("checkout")
+    (repo / "notebooks").mkdir()
+    (repo / "docs").mkdir()
+    for stem in REAL:
+        shutil.copy(ROOT / "notebooks" / f"{stem}.ipynb", repo / "notebooks")
+    formulas_notebook(repo / "notebooks" / "03_formulas.ipynb")
+    shutil.copy(ROOT / "docs" / "reading-path.csv", repo / "docs")
+    res = build_course("smoke", out=repo / "course", notebooks_dir=repo / "notebooks", progress=False)
     assert res.ok, [(e.name, e.error) for e in res.failed]
     return res
+
+
+def _entry(course, stem):
+    return next(e for e in course.notebooks if e.stem == stem)
 
 
 @pytest.mark.slow
@@ -290,15 +394,72 @@ def test_smoke_course_pages_and_index(smoke_course):
         assert e.page in index.hrefs, f"index does not link {e.page}"
         page = parse(out / e.page)
         assert "index.html" in page.hrefs  # every page leads back
+        assert all(n.page in page.hrefs for n in smoke_course.notebooks if n is not e)  # the sidebar
         figures = [s for s in page.imgs if s.startswith("data:image/png;base64,")]
-        assert len(figures) == e.figures >= 2 and all(png_size(s)[0] >= 100 for s in figures)
-        remote = re.findall(r'<script[^>]*src="(https?:[^"]*)"', (out / e.page).read_text())
-        assert all("mathjax" in url.lower() for url in remote), remote  # works offline (but for TeX)
-    assert smoke_course.notebooks[1].page in parse(out / smoke_course.notebooks[0].page).hrefs  # next page
-    assert len([s for s in index.imgs if s.startswith("data:image/png")]) == len(smoke_course.notebooks)
+        assert len(figures) == e.figures and all(png_size(s)[0] >= 100 for s in figures)
+        if e.stem in REAL:
+            assert e.figures >= 2
+        remote = re.findall(r'<(?:script|link)[^>]*(?:src|href)="((?:https?:)?//[^"]*)"', (out / e.page).read_text())
+        assert not remote, remote  # works offline, formulas included
+    quick, world = _entry(smoke_course, "00_quickstart"), _entry(smoke_course, "01_world")
+    assert world.page in parse(out / quick.page).hrefs  # next page, and the notebook's own mention of 01
+    assert len([s for s in index.imgs if s.startswith("data:image/png")]) == len(REAL)
     page01 = (out / "01_world.html").read_text()
     assert "Interactive view" in page01 and "widget-view+json" not in page01  # batch runs leave a note, no widget
     assert re.search(r"In\s\[\d+\]:", page01) and "scene_browser" in page01  # code is shown
+    assert "<h2 id='reading-path'>Reading path</h2>" in (out / "index.html").read_text()
+
+
+INSPECT = r"""
+const frame = document.getElementById("f");
+frame.addEventListener("load", () => {
+  const doc = frame.contentDocument, root = doc.documentElement;
+  const mathjax = !!doc.querySelector('script[src*="MathJax.js"]');
+  let waited = 0;
+  const report = () => {
+    if (mathjax && root.getAttribute("data-mathjax") !== "typeset" && waited++ < 400) { setTimeout(report, 50); return; }
+    const side = doc.querySelector("nav.course-sidebar");
+    const text = doc.body.innerText;
+    const stale = [];  // tqdm's text: "75% 6/8", "75%|###   | 6/8": a bar that stopped short
+    for (const m of text.matchAll(/(\d+)%\s*(?:\|[^|\n]*\|\s*)?(\d+)\/(\d+)/g)) if (m[2] !== m[3]) stale.push(m[0]);
+    const current = side && side.querySelector('[aria-current="page"]');
+    const result = {
+      mathjax, typeset: root.getAttribute("data-mathjax"),
+      formulas: doc.querySelectorAll(".MathJax, .MathJax_Display").length,
+      errors: doc.querySelectorAll(".MathJax_Error, merror").length,
+      raw_tex: /\$\$|\\frac|\\begin\{|\\sum/.test(text),
+      fonts: Array.from(doc.fonts).filter(f => f.status === "loaded").map(f => f.family),
+      sidebar: side ? {links: side.querySelectorAll("a").length, width: side.getBoundingClientRect().width,
+                       current: current ? current.textContent : null,
+                       toc: side.querySelectorAll("ol.toc a").length} : null,
+      bars: Array.from(doc.querySelectorAll("progress")).map(p => [p.value, p.max]), stale,
+      remote: frame.contentWindow.performance.getEntriesByType("resource").map(r => r.name)
+                .filter(n => !n.startsWith("file:") && !n.startsWith("data:")),
+    };
+    const out = document.createElement("pre");
+    out.id = "result";
+    out.textContent = "RESULT" + JSON.stringify(result) + "END";
+    document.body.appendChild(out);
+  };
+  report();
+});
+"""
+
+
+def inspect_page(page: Path, profile: Path) -> dict:
+    """What a reader's browser shows on ``page`` with the network cut off: formulas, sidebar, progress bars and
+    any resource it fetched from outside the course folder."""
+    probe = page.parent / f".inspect-{page.stem}.html"
+    probe.write_text(f'<!DOCTYPE html><html><body><iframe id="f" src="{page.name}" width="1280" height="900">'
+                     f"</iframe><script>{INSPECT}</script></body></html>")
+    try:
+        dom = chromium([*OFFLINE, "--allow-file-access-from-files", "--virtual-time-budget=30000", "--dump-dom",
+                        probe.as_uri()], profile)
+    finally:
+        probe.unlink()
+    m = re.search(r"<pre id=\"result\">RESULT(.*?)END</pre>", dom, re.S)
+    assert m, f"the probe page did not report: {dom[-1500:]}"
+    return json.loads(html.unescape(m.group(1)))
 
 
 @pytest.mark.slow
@@ -309,11 +470,27 @@ def test_smoke_course_in_headless_chromium(smoke_course, tmp_path):
     out = smoke_course.out
     profile = tmp_path / "profile"
     n, loaded = loaded_images(out / "index.html", profile)
-    assert n == loaded == len(smoke_course.notebooks)  # one thumbnail per notebook, each decoded
+    assert n == loaded == len(REAL)  # one thumbnail per notebook with a figure, each decoded
     page = out / "01_world.html"
     n, loaded = loaded_images(page, profile)
-    assert n == smoke_course.notebooks[1].figures and loaded == n >= 4
+    assert n == _entry(smoke_course, "01_world").figures and loaded == n >= 4
     for name, target in (("index", out / "index.html"), ("page", page)):
         png = tmp_path / f"{name}.png"
-        chromium([f"--screenshot={png}", "--window-size=1280,2400", target.as_uri()], profile)
+        chromium([*OFFLINE, f"--screenshot={png}", "--window-size=1280,2400", target.as_uri()], profile)
         screenshot_is_not_blank(png)
+
+    seen = {p: inspect_page(out / p, profile) for p in ("index.html", *(e.page for e in smoke_course.notebooks))}
+    for p, r in seen.items():
+        assert not r["remote"], (p, r["remote"])  # nothing but the course folder was fetched
+        assert r["sidebar"] and r["sidebar"]["width"] > 150, (p, r["sidebar"])
+        assert r["sidebar"]["links"] == len(smoke_course.notebooks) + 1 + (r["sidebar"]["toc"]), (p, r["sidebar"])
+        assert r["sidebar"]["current"] == ("vlmlab course" if p == "index.html" else
+                                           next(e.title.split(":")[0] for e in smoke_course.notebooks if e.page == p))
+        assert all(v == top for v, top in r["bars"]) and not r["stale"], (p, r["bars"], r["stale"])
+    formulas = seen["03_formulas.html"]
+    assert formulas["mathjax"] and formulas["typeset"] == "typeset", formulas
+    assert formulas["formulas"] >= 3 and formulas["errors"] == 0 and not formulas["raw_tex"], formulas
+    assert any("STIX" in f for f in formulas["fonts"]), formulas["fonts"]  # MathJax's own web fonts, from the folder
+    assert formulas["bars"] == [[8, 8]]  # the bar kept at its end; the hidden one is gone
+    assert seen["03_formulas.html"]["sidebar"]["toc"] == 2  # its two sections
+    assert not seen["01_world.html"]["mathjax"]  # pages without formulas load no MathJax

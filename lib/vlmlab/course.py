@@ -2,9 +2,10 @@
 
 ``vlmlab course --budget smoke`` (or ``make course BUDGET=smoke``) builds ``papermill_runs/course-<budget>/``::
 
-    index.html              every notebook: title, one-line description, first figure, wall time, status
+    index.html              the reading path, then every notebook: title, description, first figure, wall time
     00_quickstart.html      one page per notebook: code, outputs and figures (PNG data URIs: one file each)
     course.json             budget, seed, per-notebook status and wall time, total execution time
+    _static/mathjax/        MathJax, copied from the installed jupyter-server-mathjax package: formulas offline
     notebooks/00_quickstart.ipynb   the executed notebook
     notebooks/00_quickstart.json    its record: source hash, parameters, budget sizes, status, error, wall time
 
@@ -15,6 +16,10 @@ its page shows the notebook up to the failing cell and the error, and the build 
 end (``vlmlab course`` then exits with status 1). A notebook whose source and parameters are unchanged since
 its last successful execution into the same directory is not executed again (``--force`` re-executes), so a
 re-run after one failure only redoes that notebook. ``--skip-execute`` only re-renders the pages.
+
+Every page has a sidebar listing the course's pages by part, with the current page's sections; a mention of
+another course notebook in a markdown cell (``01_world.ipynb`` in inline code, "notebook 01", a Markdown link to
+``01_world.ipynb``) links to its page. The reading path comes from ``docs/reading-path.csv`` beside the notebooks' folder.
 
 Widgets need a live kernel, so a page replaces each widget with a note naming its controls; the notebooks show
 every widget's information in a static figure as well.
@@ -30,6 +35,7 @@ import io
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -246,6 +252,30 @@ def execute(src: Path, executed: Path, params: dict, *, progress: bool = False) 
 # --------------------------------------------------------------------------------------------------------------
 # Rendering
 
+SIDEBAR_CSS = """
+body, body.jp-Notebook { padding-left: 264px; }  /* the lab stylesheet pads .jp-Notebook */
+.course-sidebar { position: fixed; top: 0; left: 0; bottom: 0; width: 264px; box-sizing: border-box;
+                  overflow-y: auto; padding: 18px 14px 32px; background: #f1f5f9; border-right: 1px solid #e2e8f0;
+                  font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1a202c; }
+.course-sidebar .home { display: block; font-size: 17px; font-weight: 650; color: #1a202c; text-decoration: none;
+                        margin-bottom: 2px; }
+.course-sidebar .budget { font-size: 12px; color: #64748b; margin-bottom: 10px; }
+.course-sidebar .part { font-size: 12px; text-transform: uppercase; letter-spacing: .05em; color: #64748b;
+                        margin: 14px 0 4px; }
+.course-sidebar ol { list-style: none; margin: 0; padding: 0; }
+.course-sidebar li a { display: block; padding: 3px 8px; border-radius: 4px; color: #1e3a5f;
+                       text-decoration: none; }
+.course-sidebar li a:hover { background: #e2e8f0; }
+.course-sidebar li.current > a { background: #dbeafe; font-weight: 600; }
+.course-sidebar li.failed > a::after { content: " ✗"; color: #c53030; }
+.course-sidebar ol.toc { margin: 2px 0 6px 12px; border-left: 2px solid #cbd5e1; }
+.course-sidebar ol.toc a { font-size: 13px; padding: 2px 8px; color: #334155; }
+@media (max-width: 1000px) {
+  body, body.jp-Notebook { padding-left: 0; }
+  .course-sidebar { position: static; width: auto; border-right: 0; border-bottom: 1px solid #e2e8f0; }
+}
+"""
+
 PAGE_CSS = """
 :root { --course-width: 1120px; --course-accent: #2b6cb0; }
 body.jp-Notebook { background: #fafafa; }
@@ -279,7 +309,7 @@ main { max-width: var(--course-width); margin: 0 auto; padding: 0 24px 48px; bac
 .course-widget .controls { font-family: var(--jp-code-font-family, monospace); font-size: 13px; }
 .course-progress { font-size: 13px; display: flex; align-items: center; gap: 8px; }
 .course-progress progress { width: 200px; }
-"""
+""" + SIDEBAR_CSS
 
 INDEX_CSS = """
 body { margin: 0; background: #fafafa; color: #1a202c; font: 16px/1.55 system-ui, -apple-system, "Segoe UI",
@@ -317,16 +347,24 @@ ol.notebooks li:last-child { border-bottom: 1px solid #e2e8f0; }
 footer { margin-top: 28px; font-size: 14px; color: #4a5568; }
 code { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.9em; background: #edf2f7;
        padding: 1px 4px; border-radius: 3px; }
-"""
+h2 { font-size: 1.35em; margin: 28px 0 8px; }
+table.path { border-collapse: collapse; width: 100%; font-size: 15px; }
+table.path th, table.path td { text-align: left; vertical-align: top; padding: 6px 10px;
+                               border-bottom: 1px solid #e2e8f0; }
+table.path th { font-size: 13px; color: #4a5568; font-weight: 600; }
+table.path td.min { white-space: nowrap; font-variant-numeric: tabular-nums; }
+table.path a { color: #2b6cb0; text-decoration: none; }
+.path-note { font-size: 13px; color: #4a5568; margin: 6px 0 0; max-width: 90ch; }
+""" + SIDEBAR_CSS
 
-# extends nbconvert's "lab" template: no scripts fetched from a CDN (the pages work offline; MathJax only on
-# pages that have math), figures with alternative text, the course's navigation and its stylesheet
+# extends nbconvert's "lab" template: no scripts fetched from a CDN (the pages work offline; the course's own copy
+# of MathJax only on pages that have math), figures with alternative text, the sidebar, navigation and stylesheet
 PAGE_TEMPLATE = r"""{%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 {%- block html_head_js_mathjax -%}
-{%- if resources.course.math -%}{{ super() }}{%- endif -%}
+{%- if resources.course.math -%}{{ resources.course.mathjax }}{%- endif -%}
 {%- endblock html_head_js_mathjax -%}
 {% block data_png scoped %}
 <div class="jp-RenderedImage jp-OutputArea-output {{ extra_class }}">
@@ -340,7 +378,9 @@ alt="{{ output.metadata.get('course_alt', 'figure') | escape_html }}"
 {% endblock data_png %}
 {% block extra_css %}<style type="text/css">{{ resources.course.css }}</style>{% endblock extra_css %}
 {%- block body_header -%}
-{{ super() }}
+<body class="jp-Notebook" data-jp-theme-light="true" data-jp-theme-name="JupyterLab Light">
+{{ resources.course.sidebar }}
+<main>
 {{ resources.course.nav_top }}
 {{ resources.course.banner }}
 {%- endblock body_header -%}
@@ -423,14 +463,18 @@ def _widget_note(view: dict, state: dict) -> str:
             f"information.{ctl}</div>")
 
 
-def prepare_for_html(nb):
+def prepare_for_html(nb, pages: dict[str, str] | None = None):
     """A copy of an executed notebook ready for a static page: progress bars shown as they ended, other widget
-    views replaced by a note naming their controls (:func:`_widget_note`), the widget state dropped (it would load a renderer from a CDN)."""
+    views replaced by a note naming their controls (:func:`_widget_note`), the widget state dropped (it would load
+    a renderer from a CDN), and mentions of the notebooks in ``pages`` (stem -> page) linked to their pages."""
     import copy
 
     import nbformat
 
     nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        if pages and cell.cell_type == "markdown":
+            cell.source = link_notebooks(cell.source, pages)
     state = nb.metadata.pop("widgets", {}).get(WIDGET_STATE, {})
     # papermill marks a failure with two markdown cells of inline HTML that markdown renders badly: the page's
     # banner says it at the top; a plain marker stays right above the failing cell
@@ -482,6 +526,170 @@ def _has_math(nb) -> bool:
             if isinstance(md, str) and rx.search(md):
                 return True
     return False
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Formulas offline, the sidebar, cross-references, the reading path
+
+MATHJAX_DIR = "_static/mathjax"  # relative to the course directory
+
+
+def mathjax_source() -> Path:
+    """MathJax 2.7 as the PyPI package jupyter-server-mathjax ships it (a dependency: pip installs it with vlmlab)."""
+    import jupyter_server_mathjax
+
+    return Path(jupyter_server_mathjax.__file__).parent / "static"
+
+
+def bundle_mathjax(out: Path) -> Path:
+    """Copy MathJax into ``out/_static/mathjax`` once per package version, so pages typeset formulas offline."""
+    from importlib.metadata import version
+
+    src, dest = mathjax_source(), Path(out) / MATHJAX_DIR
+    stamp = dest / ".from"
+    key = f"jupyter-server-mathjax {version('jupyter-server-mathjax')}"
+    if stamp.is_file() and stamp.read_text() == key:
+        return dest
+    shutil.rmtree(dest, ignore_errors=True)
+    # the package ships SVG fonts without the SVG output code, so they are dead weight here (2.5 MB)
+    shutil.copytree(src, dest, ignore=lambda d, names: [n for n in names if n == "__pycache__"
+                                                        or (n == "SVG" and Path(d).name == "output")])
+    stamp.write_text(key)
+    return dest
+
+
+def mathjax_head(prefix: str = MATHJAX_DIR) -> str:
+    """The <head> scripts that load the course's MathJax; it sets ``data-mathjax="typeset"`` on <html> when done."""
+    return f"""<script type="text/x-mathjax-config">
+MathJax.Hub.Config({{
+  TeX: {{ equationNumbers: {{ autoNumber: "AMS", useLabelIds: true }} }},
+  tex2jax: {{ inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]], displayMath: [["$$", "$$"], ["\\\\[", "\\\\]"]],
+             processEscapes: true, processEnvironments: true }},
+  "HTML-CSS": {{ availableFonts: ["STIX-Web"], preferredFont: "STIX-Web", webFont: "STIX-Web", imageFont: null,
+                linebreaks: {{ automatic: true }} }},
+  displayAlign: "center", messageStyle: "none"
+}});
+MathJax.Hub.Queue(function () {{ document.documentElement.setAttribute("data-mathjax", "typeset"); }});
+</script>
+<script src="{html.escape(prefix)}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"></script>
+"""
+
+
+PARTS = {"0": "Start here", "1": "One design each", "2": "Ablations", "3": "All designs side by side"}
+
+
+def _short_title(title: str) -> str:
+    return title.split(":")[0]  # "01 · The built-in world: scenes, ..." -> "01 · The built-in world"
+
+
+def sidebar(entries: list[NotebookResult], current: int | None, toc: list[tuple[str, str]], budget: str) -> str:
+    """The course's pages grouped by part (the first digit of their number), the current page marked and followed
+    by its sections (``toc``: (anchor, text) pairs); ``current`` None is the index."""
+    parts: dict[str, list[str]] = {}
+    for k, e in enumerate(entries):
+        if not e.page:
+            continue
+        classes = [c for c, on in (("current", k == current), ("failed", e.status == "failed")) if on]
+        attr = f' class="{" ".join(classes)}"' if classes else ""
+        here = ' aria-current="page"' if k == current else ""
+        item = (f'<li{attr}><a href="{html.escape(e.page)}"{here} title="{html.escape(e.title)}">'
+                f"{html.escape(_short_title(e.title))}</a>")
+        if k == current and toc:
+            item += '<ol class="toc">' + "".join(f'<li><a href="#{html.escape(a)}">{html.escape(t)}</a></li>'
+                                                 for a, t in toc) + "</ol>"
+        parts.setdefault(PARTS.get(e.stem[:1], "More"), []).append(item + "</li>")
+    body = "".join(f'<div class="part">{html.escape(name)}</div><ol>{"".join(items)}</ol>'
+                   for name, items in parts.items())
+    home = ' aria-current="page"' if current is None else ""
+    return (f'<nav class="course-sidebar" aria-label="course contents"><a class="home" href="index.html"{home}>'
+            f'vlmlab course</a><div class="budget">{html.escape(budget)} budget</div>{body}</nav>')
+
+
+_H2 = re.compile(r"<h2 id=\"([^\"]+)\"[^>]*>(.*?)</h2>", re.S)
+
+
+def page_sections(body: str) -> list[tuple[str, str]]:
+    """(anchor, text) of every second-level heading of a rendered page, for its table of contents."""
+    return [(html.unescape(a), " ".join(html.unescape(re.sub(r"<[^>]+>", "", t)).replace("¶", "").split()))
+            for a, t in _H2.findall(body)]
+
+
+_LINK = re.compile(r"!?\[[^\]]*\]\([^)]*\)")
+_FENCE = re.compile(r"(^```.*?^```[^\n]*$|^~~~.*?^~~~[^\n]*$)", re.S | re.M)
+
+
+def link_notebooks(markdown: str, pages: dict[str, str]) -> str:
+    """Markdown with its mentions of other course notebooks as links to their pages (``pages``: stem -> page):
+    ``01_world.ipynb`` (or the stem alone) in inline code, "notebook 01", and Markdown links to ``01_world.ipynb``.
+    Code blocks, existing link texts and quoted titles ("Notebook 20 again") are left as they are."""
+    by_number = {stem[:2]: page for stem, page in pages.items() if stem[:2].isdigit()}
+
+    def ipynb_target(m):
+        link = m.group(0)
+        return re.sub(r"\]\((?:\./)?(\d\d_\w+)\.ipynb(#[^)]*)?\)",
+                      lambda t: f"]({pages[t.group(1)]}{t.group(2) or ''})" if t.group(1) in pages else t.group(0),
+                      link)
+
+    def prose(text: str) -> str:
+        out, last = [], 0
+        for m in re.finditer(r"`[^`\n]+`", text):  # inline code spans
+            out.append(mentions(text[last:m.start()]))
+            code = m.group(0)
+            name = re.fullmatch(r"`(\d\d_\w+?)(\.ipynb)?`", code)
+            before = text[:m.start()]
+            if name and name.group(1) in pages and not before.endswith("["):
+                code = f"[{code}]({pages[name.group(1)]})"
+            out.append(code)
+            last = m.end()
+        out.append(mentions(text[last:]))
+        return "".join(out)
+
+    def mentions(text: str) -> str:
+        return re.sub(r'(?<!["\w\[])([Nn]otebook (\d\d))\b(?!\]|")',
+                      lambda m: f"[{m.group(1)}]({by_number[m.group(2)]})" if m.group(2) in by_number
+                      else m.group(0), text)
+
+    def outside_links(text: str) -> str:
+        out, last = [], 0
+        for m in _LINK.finditer(text):
+            out += [prose(text[last:m.start()]), ipynb_target(m)]
+            last = m.end()
+        out.append(prose(text[last:]))
+        return "".join(out)
+
+    parts = _FENCE.split(markdown)
+    return "".join(part if i % 2 else outside_links(part) for i, part in enumerate(parts))
+
+
+def reading_path(notebooks_dir: str | Path = NOTEBOOKS) -> list[dict]:
+    """The rows of ``docs/reading-path.csv`` of the checkout that holds ``notebooks_dir`` (notebook, what you
+    learn, minutes at the default budget); none when it has no such file."""
+    import csv
+
+    path = Path(notebooks_dir).resolve().parent / "docs" / "reading-path.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        return [row for row in csv.DictReader(f) if row.get("notebook")]
+
+
+def _reading_path_html(rows: list[dict], entries: list[NotebookResult]) -> str:
+    if not rows:
+        return ""
+    pages = {e.stem: e.page for e in entries if e.page}
+    trs = []
+    for r in rows:
+        stem = r["notebook"].removesuffix(".ipynb")
+        name = html.escape(stem)
+        cell = f"<a href='{html.escape(pages[stem])}'>{name}</a>" if stem in pages else name
+        trs.append(f"<tr><td>{cell}</td><td>{html.escape(r.get('you learn', ''))}</td>"
+                   f"<td class='min'>{html.escape(r.get('minutes at default', ''))}</td></tr>")
+    return ("<section class='reading-path'><h2 id='reading-path'>Reading path</h2><table class='path'><thead><tr>"
+            "<th>notebook</th><th>what you learn</th><th>minutes at the default budget</th></tr></thead><tbody>"
+            + "".join(trs) + "</tbody></table><p class='path-note'>Minutes are rough, from earlier builds on the faster of two "
+            "2-core CPUs (about 2.4 times as long on a laptop-class one; <code>docs/reading-path.csv</code>). The "
+            "study notebooks 20-30 train the models the teaching notebooks then load, so a teaching notebook run on "
+            "its own trains its design first.</p></section>")
 
 
 def _first_png(nb) -> str | None:
@@ -543,22 +751,31 @@ def render_page(executed: Path, page: Path, entries: list[NotebookResult], k: in
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
-    nb = prepare_for_html(nbformat.read(executed, as_version=4))
+    e = entries[k]
+    pages = {o.stem: o.page for o in entries if o.page and o is not e}
+    nb = prepare_for_html(nbformat.read(executed, as_version=4), pages)
     exporter = HTMLExporter(template_name="lab", template_file="course_page.html.j2",
                             extra_loaders=[DictLoader({"course_page.html.j2": PAGE_TEMPLATE})],
                             embed_images=True)
-    e = entries[k]
     nb.metadata["title"] = e.title
-    resources = {"course": {"math": _has_math(nb), "css": PAGE_CSS, "banner": _banner(e, budget),
-                            "nav_top": _nav(entries, k, budget), "nav_bottom": _nav(entries, k, budget, True)}}
+    math = _has_math(nb)
+    if math:
+        bundle_mathjax(page.parent)
+    marker = "<!-- course-sidebar -->"  # filled in once the page's sections are known
+    resources = {"course": {"math": math, "mathjax": mathjax_head(), "css": PAGE_CSS, "sidebar": marker,
+                            "banner": _banner(e, budget), "nav_top": _nav(entries, k, budget),
+                            "nav_bottom": _nav(entries, k, budget, True)}}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
+    body = body.replace(marker, sidebar(entries, k, page_sections(body), budget), 1)
     page.write_text(body, encoding="utf-8")
     return len(re.findall(r"<img\s[^>]*src=\"data:image/", body))
 
 
-def render_index(out: Path, entries: list[NotebookResult], info: dict, thumbs: dict[str, str | None]) -> Path:
-    """``index.html``: one row per notebook (thumbnail of its first figure, title link, description, wall time,
-    status) under the course's facts (budget, seed, total execution time, failures)."""
+def render_index(out: Path, entries: list[NotebookResult], info: dict, thumbs: dict[str, str | None],
+                 path_rows: list[dict] | None = None) -> Path:
+    """``index.html``: the sidebar, the course's facts (budget, seed, total execution time, failures), the reading
+    path (``path_rows``: :func:`reading_path`), then one row per notebook (thumbnail of its first figure, title
+    link, description, wall time, status)."""
     budget = info["budget"]
     failed = [e for e in entries if e.status != "ok"]
     rows = []
@@ -594,13 +811,15 @@ def render_index(out: Path, entries: list[NotebookResult], info: dict, thumbs: d
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>vlmlab course ({html.escape(budget)} budget)</title><style>{INDEX_CSS}</style></head>
-<body><main>
+<body>{sidebar(entries, None, [], budget)}<main>
 <h1>vlmlab: the course</h1>
 <p class="lead">How do vision-language models turn an image into something a language model can read? These
 notebooks build the designs on a synthetic world with tiny pretrained backbones and measure them. Each page is
 the notebook as executed: its code, its figures, and conclusions computed from its own numbers.</p>
 <div class="facts">{''.join(facts)}</div>
 {notes}
+{_reading_path_html(path_rows or [], entries)}
+<h2 id="notebooks">The notebooks as executed</h2>
 <ol class="notebooks">
 {chr(10).join(rows)}
 </ol>
@@ -737,7 +956,7 @@ def build_course(budget: str = "default", *, seed: int = 0, only: list[str] | No
                           execute_seconds=sum(e.seconds or 0.0 for e in entries))
     info = {"budget": budget, "seed": seed, "execute_seconds": result.execute_seconds,
             "built": _dt.datetime.now().strftime("%Y-%m-%d %H:%M")}
-    render_index(out, entries, info, thumbs)
+    render_index(out, entries, info, thumbs, reading_path(notebooks_dir))
     result.build_seconds = time.perf_counter() - t_build
     _write_json(out / "course.json", {
         **info, "build_seconds": result.build_seconds, "index": "index.html",
@@ -791,4 +1010,5 @@ def add_cli(sub) -> None:
 
 
 __all__ = ["discover", "summary", "build_course", "checkout", "CourseResult", "NotebookResult", "render_page",
-           "render_index", "prepare_for_html", "add_cli"]
+           "render_index", "prepare_for_html", "link_notebooks", "reading_path", "sidebar", "bundle_mathjax",
+           "add_cli"]
