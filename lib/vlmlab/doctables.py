@@ -129,6 +129,63 @@ def spatial_levers(results: Path = RESULTS) -> str:
                      .rename_axis("lever"))
 
 
+def _fmt(value, digits: int = 1, scale: float = 1.0) -> str:
+    return "–" if value is None else f"{scale * float(value):,.{digits}f}"
+
+
+@generator("benchmarks")
+def benchmarks(results: Path = RESULTS) -> str:
+    """The commands' wall times (``benchmarks/end-to-end.json``) and each ``benchmarks/results-*.json`` that
+    ``benchmarks/run_all.py`` wrote, one column per file; ``benchmarks/`` of the repository that holds ``results``."""
+    import json
+
+    bench = Path(results).parent.parent / "benchmarks"
+    parts = []
+    e2e = bench / "end-to-end.json"
+    if e2e.is_file():
+        rows = []
+        for r in json.loads(e2e.read_text())["runs"]:
+            lo, hi = r["minutes_min"], r["minutes_max"]
+            rows.append({"command": f"`{r['command']}`", "from": r["start"], "backbones": r["backbones"],
+                         "CPU": r["cpu"], "minutes": _fmt(lo) if lo == hi else f"{_fmt(lo)}-{_fmt(hi)}",
+                         "timings": "–" if r.get("runs") is None else str(r["runs"]), "where the time goes": r["parts"]})
+        parts.append("Wall time of the commands (`benchmarks/end-to-end.json`):\n\n"
+                     + _markdown(pd.DataFrame(rows).set_index("command")))
+    files = sorted(bench.glob("results-*.json"))
+    if files:
+        cols = {}
+        for f in files:
+            d = json.loads(f.read_text())
+            m, mm, lm = d["machine"], d["matmul_peak_gflops"], d["lm_pretrain"]
+            col = {"budget": d["budget"], "device, threads": f"{m['device']}, {m['threads']}", "torch": m["torch"],
+                   "world generation, samples/s": _fmt(d["world_samples_per_s"], 0),
+                   "matmul peak fp32, GFLOP/s": _fmt(mm["fp32"]), "matmul peak bf16, GFLOP/s": _fmt(mm["bf16"])}
+            for prec, r in d["llava_train"].items():
+                col[f"LLaVA training {prec}, samples/s"] = _fmt(r["samples_per_s"], 0)
+                col[f"LLaVA training {prec}, s/step"] = _fmt(r["step_s"], 3)
+                col[f"LLaVA training {prec}, % of the {prec} peak"] = _fmt(r["fraction_of_peak"], 1, 100)
+            how = f"{lm['precision']}, {'compiled' if lm['compiled'] else 'eager'}"
+            col.update({f"LM pretraining step ({how}), s": _fmt(lm["step_s"], 3),
+                        "LM pretraining: text batch, s": _fmt(lm["data_s_per_batch"], 3),
+                        "LM pretraining: first step, s": _fmt(lm["first_step_s"]),
+                        f"LM pretraining: % of the {lm['precision']} peak": _fmt(lm["fraction_of_peak"], 1, 100),
+                        "LM pretraining: real tokens, %": _fmt(lm["real_token_share"], 1, 100),
+                        "LM pretraining projected, min": _fmt(lm["projected_pretrain_min"])})
+            cols[f"`{f.name}`"] = col
+        parts.append("Throughput (`benchmarks/run_all.py`), one column per results file:\n\n"
+                     + _markdown(pd.DataFrame(cols).rename_axis("measure")))
+    return "\n".join(parts) if parts else "No benchmark results in `benchmarks/`.\n"
+
+
+@generator("reading-path")
+def reading_path(results: Path = RESULTS) -> str:
+    """The reading path through the notebooks, from ``docs/reading-path.csv`` (the course's index shows it too)."""
+    t = pd.read_csv(Path(results).parent / "reading-path.csv", dtype=str, keep_default_na=False)
+    t["notebook"] = "`" + t["notebook"] + "`"
+    return _markdown(t.set_index("notebook").rename(columns={"you learn": "what you learn",
+                                                             "minutes at default": "minutes (default budget)"}))
+
+
 def render_text(text: str, results: Path = RESULTS) -> str:
     def fill(m):
         name = m.group("name")
