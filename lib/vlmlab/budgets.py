@@ -23,9 +23,9 @@ class Budget:
     vit_pos_embed: str = "sincos"
     mae_dec_dim: int = 64
     mae_dec_depth: int = 2
-    # MAE target: pixels normalised per patch (MAE's norm_pix_loss) or plain. Plain here: per-patch normalisation
-    # turns the empty, noisy background patches (most of them) into unit-variance noise no model can predict.
-    mae_norm_pix: bool = False
+    # MAE target: pixels normalised per patch (MAE's norm_pix_loss), on the clean render (``mim_target``), where a
+    # flat patch becomes zero and only contrast inside a patch is left to predict (docs/lab-notes/mim-v2.md)
+    mae_norm_pix: bool = True
     clip_text_dim: int = 64
     clip_embed_dim: int = 64
     # language model (Llama-style, via transformers)
@@ -51,7 +51,7 @@ class Budget:
     mim_steps: int = 800
     mim_batch: int = 128
     mim_lr: float = 1.5e-3
-    mim_mask_ratio: float = 0.75
+    mim_mask_ratio: float = 0.5  # MAE's 0.75 hides a third of the 4-patch objects entirely, 0.5 about 6 %
     mim_target: str = "clean"  # MAE target: the render before its pixel noise ("clean") or the input itself ("noisy")
     # VLM training: total optimizer steps, split across an architecture's stages by their declared shares; many
     # small steps, because the VLMs are short of optimizer steps, not of samples (docs/lab-notes/vlm-steps.md)

@@ -186,6 +186,35 @@ def reading_path(results: Path = RESULTS) -> str:
                                                              "minutes at default": "minutes (default budget)"}))
 
 
+@generator("mim-levers")
+def mim_levers(results: Path = RESULTS) -> str:
+    """Each MIM pretraining recipe tried: its final loss against the mean-image reference, and the best block's
+    held-out texture (and colour, shape) probe accuracy; the CL encoder and the raw pixels for comparison."""
+    t = pd.read_csv(results / "mim-levers.csv")
+    rows = {}
+    for v, g in t[t["encoder"] != "pixels"].groupby("variant", sort=False):
+        r = g.iloc[0]
+        best = g.loc[g.groupby("attribute")["accuracy"].idxmax()].set_index("attribute")
+        recipe = "CL (captions)" if pd.isna(r["mask_ratio"]) else (
+            f"mask {r['mask_ratio']:.2f}, {r['target']} target{', per-patch norm' if r['norm_pix'] else ''}, "
+            f"{int(r['steps'])} steps")
+        if pd.isna(r["mask_ratio"]):
+            loss = f"{r['loss_last50']:.3f} (contrastive)"
+        elif r["norm_pix"] is True or str(r["norm_pix"]) == "True":  # per-patch targets: no mean-image reference
+            loss = f"{r['loss_last50']:.3f} / –"
+        else:
+            loss = f"{r['loss_last50']:.3f} / {r['mean_image_loss']:.3f}"
+        rows[recipe] = {"loss / mean-image loss": loss,
+                        **{f"{a} (block)": f"{best.loc[a, 'accuracy']:.1f} ({int(best.loc[a, 'block'])})"
+                           for a in ("texture", "color", "shape") if a in best.index}}
+    px = t[t["encoder"] == "pixels"].drop_duplicates("attribute").set_index("attribute")["accuracy"]
+    if len(px):
+        rows["raw pixels of the cell"] = {"loss / mean-image loss": "",
+                                          **{f"{a} (block)": f"{px[a]:.1f}" for a in ("texture", "color", "shape")
+                                             if a in px.index}}
+    return _markdown(pd.DataFrame(rows).T.rename_axis("recipe"))
+
+
 def render_text(text: str, results: Path = RESULTS) -> str:
     def fill(m):
         name = m.group("name")

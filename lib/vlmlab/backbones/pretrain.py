@@ -222,12 +222,15 @@ def pretrain_mim(world: World, b: Budget, device, progress=True) -> tuple[Vision
     return enc.eval(), dec.eval(), losses
 
 
-def mim_reference_loss(world: World, encoder: VisionEncoder, n: int = 1000, clean: bool = True) -> float:
-    """The MIM loss of a model that learnt only the average image: predict every masked pixel by its mean over
-    ``n`` training images (in the encoder's normalised pixel space, where the MAE target lives; ``clean``: the
-    renders before their noise, the target of ``mim_target="clean"``). Masks are drawn independently of the
-    content, so this is the expected masked-patch MSE of that guess. MIM pretraining has learnt something about
-    *objects* only when its loss ends below this."""
+def mim_reference_loss(world: World, encoder: VisionEncoder, n: int = 1000, clean: bool = True,
+                       norm_pix: bool = True) -> float:
+    """The MIM loss of a model that learnt only the average target: predict every masked patch by its mean over
+    ``n`` training images, in the space the MAE target lives in (the encoder's normalised pixels, per-patch
+    normalised when ``norm_pix``, as ``Budget.mae_norm_pix``; ``clean``: the renders before their noise, as
+    ``Budget.mim_target="clean"``). Masks are drawn independently of the content, so this is the expected
+    masked-patch MSE of that guess. MIM pretraining has learnt something about *objects* only when its loss ends
+    below this."""
     with torch.no_grad():
         x = encoder.prepare(world.images(world.samples("train", 0, n, clean=clean), clean=clean))  # [n, 3, H, W]
-        return float(((x - x.mean(0, keepdim=True)) ** 2).mean())
+        t = mae_target(x, encoder.patch, norm_pix)  # [n, N, p*p*3]
+        return float(((t - t.mean(0, keepdim=True)) ** 2).mean())
