@@ -1,12 +1,18 @@
 """Free-form answers: greedy decoding with a KV cache gives the tokens that recomputing the model's forward pass at
-every step gives, for every architecture and each decoding path."""
+every step gives, for every architecture and each decoding path; answers are scored by normalized exact match;
+``max_new_tokens`` is checked with the run's other parameters."""
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 
 from vlmlab.archs import ARCHS, REFERENCES, build
+from vlmlab.data import Example
+from vlmlab.data.answers import exact_match_scores, normalize_answer
 from vlmlab.generate import decode, decoding_path, greedy, prompt_batch, prompt_ids
+from vlmlab.runs import RunConfig
 from vlmlab.world import World
 
 CASES = [(a, {}) for a in ARCHS] + [(r, {}) for r in REFERENCES] + [
@@ -62,3 +68,54 @@ def test_decoding_stops_at_eos_and_pads_after_it(tiny_backbones, smoke_budget, w
     assert decode(tok, out) == [""] * len(out)
     with pytest.raises(ValueError, match="max_new_tokens=0"):
         greedy(model, batch, 0)
+
+
+def test_answers_are_normalized_as_vqa_normalizes_them():
+    cases = {"The Two Dogs.": "2 dogs", "T-shirt": "t shirt", "yes!": "yes", "1,000": "1000", "3.5": "3.5",
+             "dont know": "don't know", "  A  red circle ": "red circle", "(left)": "left", "none": "0"}
+    assert {k: normalize_answer(k) for k in cases} == cases
+    exs = [Example("a", None, "q", "Two", "count"), Example("b", None, "q", "red", "color"),
+           Example("c", None, "q", "blue", "color"), Example("d", None, "q", "yes")]
+    scores = exact_match_scores(exs, ["2.", "Red", "green", "yes"])
+    assert scores == {"color": 0.5, "count": 1.0, "other": 1.0, "overall": 2.5 / 3}
+
+
+def test_max_new_tokens_is_checked_with_the_run_parameters(tmp_path):
+    from vlmlab.export import export_world
+
+    export_world(tmp_path, "test", "llava", per_category=1)
+    data = str(tmp_path / "test.json")
+    assert RunConfig.from_params(budget="smoke", data=data, max_new_tokens=3).resolved()["max_new_tokens"] == 3
+    assert "max_new_tokens" not in RunConfig.from_params(budget="smoke").resolved()  # the world's keys as before
+    with pytest.raises(TypeError, match=r"parameter 'max_new_tokens' must be an int, got '3'"):
+        RunConfig.from_params(budget="smoke", data=data, max_new_tokens="3")
+    with pytest.raises(ValueError, match=r"parameter 'max_new_tokens'=0; allowed values: 1\.\.1024"):
+        RunConfig.from_params(budget="smoke", data=data, max_new_tokens=0)
+    with pytest.raises(ValueError, match=r"parameter 'max_new_tokens'=8 applies to data other than 'world'"):
+        RunConfig.from_params(budget="smoke", max_new_tokens=8)
+
+
+@pytest.mark.slow
+def test_a_data_source_run_scores_its_generated_answers(tmp_path, capsys):
+    """A LLaVA-format file from the CLI: the record's metrics are the exact match of the generated answers, shown
+    with them, beside the one-word score."""
+    from vlmlab.cli import main
+    from vlmlab.data.answers import exact_match
+    from vlmlab.export import export_world
+
+    export_world(tmp_path / "data", "train", "llava", per_category=2)
+    out = tmp_path / "run"
+    assert main(["run", "--budget", "smoke", "--data", str(tmp_path / "data" / "train.json"), "--max-new-tokens", "3",
+                 "--in-process", "--out", str(out)]) == 0
+    assert "exact match of its generated answers" in capsys.readouterr().out
+    rec = json.loads((out / "record.json").read_text())
+    gen = rec["generation"]
+    assert rec["config"]["max_new_tokens"] == gen["max_new_tokens"] == 3 and gen["decoding"] == "transformers"
+    assert set(rec["first_token"]["eval"]) == set(rec["metrics"]["eval"])
+    shown = gen["examples"]
+    assert len(shown) == rec["data"]["eval"]["examples"] and all(len(e["generated"].split()) <= 3 for e in shown)
+    by_cat = {}
+    for e in shown:
+        by_cat.setdefault(e["category"], []).append(exact_match(e["generated"], e["answer"]))
+    assert {c: sum(v) / len(v) for c, v in by_cat.items()} == {
+        c: v for c, v in rec["metrics"]["eval"].items() if c != "overall"}

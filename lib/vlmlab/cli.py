@@ -39,8 +39,8 @@ def print_summary(record: dict):
     from .results import accuracy_table, wording_table
 
     if not is_world(record):
-        print(f"\n{record['config']['arch']} accuracy (%) per category, budget {record['config']['budget']}, seed "
-              f"{record['config']['seed']}; {describe(record)}:")
+        print(f"\n{record['config']['arch']} exact match of its generated answers (%) per category, budget "
+              f"{record['config']['budget']}, seed {record['config']['seed']}; {describe(record)}:")
         print(eval_table(record).to_string())
         print(f"\ntraining: {record['train_seconds']:.0f}s, {record['samples_per_s']:.0f} samples/s; "
               f"whole run {record['wall_seconds']:.0f}s; parameters {record['params']}")
@@ -67,6 +67,8 @@ def cmd_run(a):
                                                               ("image_root", a.image_root)) if v})
     elif a.eval_data or a.image_root:
         params.update({k: v for k, v in (("eval_data", a.eval_data), ("image_root", a.image_root)) if v})
+    if a.max_new_tokens is not None:  # only when given: the runs without it keep their hash
+        params["max_new_tokens"] = a.max_new_tokens
     out = Path(a.out) if a.out else REPO / "papermill_runs" / "cli" / f"{a.arch}-{params_hash(params)}"
     config = RunConfig.from_params(**params, output_dir=out)  # every parameter, before any backbone loads
     if a.in_process:
@@ -112,6 +114,9 @@ def main(argv=None):
                    help="training data: world (default), a LLaVA-format .json file or a datasets save_to_disk folder")
     s.add_argument("--eval-data", help="evaluation data, same formats (default: a seeded held-out 10%% of --data)")
     s.add_argument("--image-root", help="folder the LLaVA file's image paths are relative to (default: its folder)")
+    s.add_argument("--max-new-tokens", type=int, metavar="N",
+                   help="longest generated answer on --data other than world, scored by normalized exact match "
+                        "(default 16; the world scores one word)")
     s.add_argument("--out", help="run directory (default: papermill_runs/cli/<arch>-<hash>)")
     s.add_argument("--in-process", action="store_true", help="skip papermill; run in this process")
     s.set_defaults(fn=cmd_run)

@@ -26,6 +26,7 @@ from .data.run_data import run_data
 from .checks import article, check_output_dir, check_seed
 from .device import PRECISIONS, pick_device, seed_everything
 from .evaluate import evaluate
+from .generate import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT
 from .jsonio import params_hash, write_json_atomic
 from .train import NonFiniteLoss, train_stages
 from .world import World, WorldConfig
@@ -44,10 +45,13 @@ class RunConfig:
     data: str = "world"
     eval_data: str | None = None  # None: a seeded held-out 10 % of the training data
     image_root: str | None = None  # where a LLaVA file's image paths start (None: the file's folder)
+    # the longest free-form answer generated on a data source (the world keeps its one-word scoring)
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
 
     @classmethod
     def from_params(cls, arch="llava", knobs=None, seed=0, budget="default", precision="fp32", device="auto",
-                    references=True, output_dir=None, data="world", eval_data=None, image_root=None) -> "RunConfig":
+                    references=True, output_dir=None, data="world", eval_data=None, image_root=None,
+                    max_new_tokens=DEFAULT_MAX_NEW_TOKENS) -> "RunConfig":
         """Validate user parameters (e.g. from a papermill cell) and build the config; raises before training.
         The one check of a run's parameters: the CLI, the run notebook, the sweeps (at ``--list``) and
         :func:`run` call it. ``output_dir`` is only checked (it is not part of the config)."""
@@ -70,13 +74,18 @@ class RunConfig:
         from .data.sources import check_sources
 
         _expect("data", data, str)
+        _check_max_new_tokens(max_new_tokens, data)
         eval_data, image_root = eval_data or None, image_root or None  # "" (a notebook's unset string) is none
         check_sources(data, eval_data, image_root)  # every row of the files, before any backbone loads
-        return cls(arch, dict(knobs or {}), seed, budget, precision, device, references, data, eval_data, image_root)
+        return cls(arch, dict(knobs or {}), seed, budget, precision, device, references, data, eval_data, image_root,
+                   max_new_tokens=max_new_tokens)
 
     def resolved(self) -> dict:
         cls_ = get_arch(self.arch)
-        return {**asdict(self), "knobs": asdict(cls_.KnobsClass.build(self.arch, self.knobs))}
+        out = {**asdict(self), "knobs": asdict(cls_.KnobsClass.build(self.arch, self.knobs))}
+        if self.data == "world":
+            del out["max_new_tokens"]  # it does not apply: the world's records and cache keys stay as they were
+        return out
 
 
 def _expect(name, value, typ):
@@ -84,6 +93,16 @@ def _expect(name, value, typ):
     if not ok:
         raise TypeError(f"parameter {name!r} must be {article(typ.__name__)}, got {value!r} "
                         f"({type(value).__name__})")
+
+
+def _check_max_new_tokens(value, data) -> None:
+    """An int in 1..MAX_NEW_TOKENS_LIMIT, and on the world only its default (the world scores one word)."""
+    _expect("max_new_tokens", value, int)
+    if not 1 <= value <= MAX_NEW_TOKENS_LIMIT:
+        raise ValueError(f"parameter 'max_new_tokens'={value}; allowed values: 1..{MAX_NEW_TOKENS_LIMIT}")
+    if data == "world" and value != DEFAULT_MAX_NEW_TOKENS:
+        raise ValueError(f"parameter 'max_new_tokens'={value} applies to data other than 'world' (the world keeps "
+                         f"its one-word scoring); leave it at {DEFAULT_MAX_NEW_TOKENS} or name a data source")
 
 
 def _check_vit_blocks(arch: str, knobs, budget: Budget) -> None:
@@ -257,8 +276,9 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
     needed = backbones_needed(config.arch, config.knobs)
     # only the backbones this arch reads: a first LLaVA run does not wait for the MIM encoder
     bb = backbones or load_backbones(WorldConfig(), budget, device=device, progress=progress, kinds=needed)
-    world = World(WorldConfig(), seed=config.seed)
-    source = run_data(config.data, config.eval_data, config.image_root, config.seed)
+    # backbones handed in (real checkpoints) bring their tokenizer: a data source's text is encoded as their LM reads it
+    world = World(WorldConfig(), seed=config.seed, tokenizer=backbones.tokenizer if backbones is not None else None)
+    source = run_data(config.data, config.eval_data, config.image_root, config.seed, config.max_new_tokens)
 
     seed_everything(config.seed)
     model = build(config.arch, bb, budget, config.knobs).to(device)
@@ -317,6 +337,7 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
                         "threads": torch.get_num_threads(), "python": platform.python_version()},
         "backbones": _used_paths(bb, needed),
         "backbone_ids": key["backbones"],  # which builds: entry name and content hash (cache.fingerprint)
+        **source.record_extras(),  # a data source's one-word score and generated answers; nothing for the world
     }
     _store_model(key, model, record)
     if output_dir is not None:

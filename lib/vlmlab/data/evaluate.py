@@ -1,5 +1,6 @@
-"""Accuracy on a data source's examples per ``category``, scored as the world is: the argmax next token where
-the answer starts, against the answer's first token."""
+"""Scores on a data source's examples per ``category``: free-form answers by normalized exact match (greedy
+decoding, :mod:`vlmlab.generate`; the headline), and the world's one-word score, the argmax next token where the
+answer starts against the answer's first token (for comparison with the world's tables)."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -7,7 +8,8 @@ from collections import defaultdict
 import torch
 
 from ..world import World
-from .batches import encode_examples
+from .answers import exact_match_scores, normalize_answer
+from .batches import OTHER, as_sample, encode_examples
 from .examples import Example
 
 SPLIT = "eval"  # the one split of a data source's record: {"eval": {category | "overall": accuracy}}
@@ -48,3 +50,31 @@ def evaluate_examples(model, examples: list[Example], world: World, batch_size: 
     return {SPLIT: _means(hits), "chance": _means({c: chance[c] for c in full}) if full else {},
             "valid": {SPLIT: _means({c: sets[c] for c in full})} if full else {},
             "examples": {c: len(v) for c, v in sorted(hits.items())}}
+
+
+@torch.no_grad()
+def generate_examples(model, examples: list[Example], world: World, max_new_tokens: int, batch_size: int = 64,
+                      precision: str = "fp32", chunk: int = 1024) -> list[str]:
+    """The model's greedy free-form answer to each example, in order; images are loaded ``chunk`` examples at a
+    time, so that a large evaluation set is never held in memory at once."""
+    from ..generate import generate_answers
+
+    out: list[str] = []
+    for start in range(0, len(examples), chunk):
+        samples = [as_sample(ex, world, model.uses_images) for ex in examples[start:start + chunk]]
+        out += generate_answers(model, world, samples, max_new_tokens, batch_size, precision)
+    return out
+
+
+def free_form_scores(examples: list[Example], answers: list[str]) -> dict:
+    """{"eval": exact-match shares per category, "valid": {"eval": shares of normalized answers inside the answer
+    set}} (valid only where every example of a category carries an answer set, as :func:`evaluate_examples`)."""
+    sets = defaultdict(list)
+    for ex, a in zip(examples, answers, strict=True):
+        if ex.answers:
+            sets[ex.category or OTHER].append(normalize_answer(a) in {normalize_answer(x) for x in ex.answers})
+    n = defaultdict(int)
+    for ex in examples:
+        n[ex.category or OTHER] += 1
+    full = {c: v for c, v in sets.items() if len(v) == n[c]}
+    return {SPLIT: exact_match_scores(examples, answers, OTHER), "valid": {SPLIT: _means(full)} if full else {}}

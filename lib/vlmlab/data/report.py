@@ -13,9 +13,13 @@ def is_world(record: dict) -> bool:
 
 
 def eval_table(record: dict) -> pd.DataFrame:
-    """Accuracy (%) per category on the evaluation set, beside chance where the answer sets are known."""
+    """Scores (%) per category on the evaluation set: the model's generated answers by normalized exact match,
+    its one-word score (argmax first answer token, as the world is scored) where the record has it, and chance
+    where the answer sets are known."""
     acc = record["metrics"][SPLIT]
     cols = {"model": acc}
+    if record.get("first_token"):
+        cols["first token"] = record["first_token"][SPLIT]
     if record.get("chance"):
         cols["chance"] = record["chance"]
     df = pd.DataFrame({k: {c: v.get(c) for c in acc} for k, v in cols.items()})
@@ -26,3 +30,9 @@ def describe(record: dict) -> str:
     d = record["data"]
     return (f"trained on {d['train']['source']} ({d['train']['format']}, {d['train']['examples']} examples), "
             f"evaluated on {d['eval']['source']} ({d['eval']['examples']} examples)")
+
+
+def generated_table(record: dict) -> pd.DataFrame:
+    """The first evaluation examples with the model's generated answers, as the record keeps them."""
+    rows = record.get("generation", {}).get("examples", [])
+    return pd.DataFrame(rows, columns=["id", "category", "question", "answer", "generated"])
