@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 BUDGET ?= default
 
-.PHONY: venv run test lab course pretrain bench
+.PHONY: venv run test lab course pretrain bench student
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lab: venv
 ## make course: execute the numbered notebooks at BUDGET, render papermill_runs/course-$(BUDGET)/index.html
 course: venv
 	$(BIN)/vlmlab course --budget $(BUDGET)
+
+## make student: student copies (solutions removed) and autograders of the numbered notebooks, in dist/<notebook>/
+student: venv
+	$(BIN)/python -m vlmlab.teaching --out dist
 
 pretrain: venv
 	$(BIN)/vlmlab pretrain --budget $(BUDGET)
