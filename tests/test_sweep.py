@@ -78,7 +78,7 @@ BASE = {"name": "v", "notebook": str(RUN_NB), "fixed": {"arch": "llava", "budget
     ({"notebook": "nope.ipynb"}, r"notebook: 'nope.ipynb' not found"),
     ({"grid": {"arhc": ["llava"]}}, r"grid.arhc: 'arhc' is not a parameter of run.ipynb; allowed parameters: "
                                     r"\['arch', 'knobs', 'seed', 'budget', 'precision', 'data', 'eval_data', "
-                                    r"'image_root'\]"),
+                                    r"'image_root', 'max_new_tokens', 'checkpoint_every', 'resume'\]"),
     ({"fixed": {"output_dir": "/tmp"}}, r"fixed.output_dir: set by the sweep"),
     ({"grid": {"seed": 3}}, r"grid.seed: expected a non-empty list"),
     ({"grid": {"knobs.attention": []}}, r"grid.knobs.attention: expected a non-empty list"),

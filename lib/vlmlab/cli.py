@@ -70,7 +70,10 @@ def cmd_run(a):
     if a.max_new_tokens is not None:  # only when given: the runs without it keep their hash
         params["max_new_tokens"] = a.max_new_tokens
     out = Path(a.out) if a.out else REPO / "papermill_runs" / "cli" / f"{a.arch}-{params_hash(params)}"
-    config = RunConfig.from_params(**params, output_dir=out)  # every parameter, before any backbone loads
+    # how a run goes, not what it computes: left out of the hash, so that --resume finds the killed run's folder
+    how = {k: v for k, v in (("checkpoint_every", a.checkpoint_every), ("resume", a.resume)) if v}
+    config = RunConfig.from_params(**params, **how, output_dir=out)  # every parameter, before any backbone loads
+    params.update(how)
     if a.in_process:
         from .runs import run
 
@@ -119,6 +122,10 @@ def main(argv=None):
                         "(default 16; the world scores one word)")
     s.add_argument("--out", help="run directory (default: papermill_runs/cli/<arch>-<hash>)")
     s.add_argument("--in-process", action="store_true", help="skip papermill; run in this process")
+    s.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="save the training state into OUT/checkpoints every N optimizer steps (default 0: never)")
+    s.add_argument("--resume", action="store_true",
+                   help="continue from the latest checkpoint in OUT/checkpoints (from the start when there is none)")
     s.set_defaults(fn=cmd_run)
 
     try:

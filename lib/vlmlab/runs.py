@@ -45,13 +45,17 @@ class RunConfig:
     data: str = "world"
     eval_data: str | None = None  # None: a seeded held-out 10 % of the training data
     image_root: str | None = None  # where a LLaVA file's image paths start (None: the file's folder)
+    # how it runs, not what it computes (left out of resolved(), so of records and cache keys): save the training
+    # state into <output_dir>/checkpoints every so many steps (0: never), and continue from the latest one there
+    checkpoint_every: int = 0
+    resume: bool = False
     # the longest free-form answer generated on a data source (the world keeps its one-word scoring)
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
 
     @classmethod
     def from_params(cls, arch="llava", knobs=None, seed=0, budget="default", precision="fp32", device="auto",
                     references=True, output_dir=None, data="world", eval_data=None, image_root=None,
-                    max_new_tokens=DEFAULT_MAX_NEW_TOKENS) -> "RunConfig":
+                    checkpoint_every=0, resume=False, max_new_tokens=DEFAULT_MAX_NEW_TOKENS) -> "RunConfig":
         """Validate user parameters (e.g. from a papermill cell) and build the config; raises before training.
         The one check of a run's parameters: the CLI, the run notebook, the sweeps (at ``--list``) and
         :func:`run` call it. ``output_dir`` is only checked (it is not part of the config)."""
@@ -77,15 +81,24 @@ class RunConfig:
         _check_max_new_tokens(max_new_tokens, data)
         eval_data, image_root = eval_data or None, image_root or None  # "" (a notebook's unset string) is none
         check_sources(data, eval_data, image_root)  # every row of the files, before any backbone loads
+        _expect("checkpoint_every", checkpoint_every, int)
+        if checkpoint_every < 0:
+            raise ValueError(f"parameter 'checkpoint_every' must be an int >= 0 (optimizer steps between "
+                             f"checkpoints; 0: none), got {checkpoint_every}")
+        _expect("resume", resume, bool)
         return cls(arch, dict(knobs or {}), seed, budget, precision, device, references, data, eval_data, image_root,
-                   max_new_tokens=max_new_tokens)
+                   checkpoint_every, resume, max_new_tokens=max_new_tokens)
 
     def resolved(self) -> dict:
         cls_ = get_arch(self.arch)
-        out = {**asdict(self), "knobs": asdict(cls_.KnobsClass.build(self.arch, self.knobs))}
+        out = {k: v for k, v in asdict(self).items() if k not in _HOW_IT_RUNS}
         if self.data == "world":
             del out["max_new_tokens"]  # it does not apply: the world's records and cache keys stay as they were
-        return out
+        return {**out, "knobs": asdict(cls_.KnobsClass.build(self.arch, self.knobs))}
+
+
+_HOW_IT_RUNS = ("checkpoint_every", "resume")  # RunConfig fields that do not change a run's result
+CHECKPOINTS = "checkpoints"  # the folder of a run's checkpoints, inside its output directory
 
 
 def _expect(name, value, typ):
@@ -268,8 +281,14 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
     budget, the backbones and the source of the code that trains and evaluates it. ``reuse=True`` loads it from
     there instead of training when present (the teaching notebooks do; a sweep measures afresh); the record then
     carries ``"reused": <cache entry>`` and the timings of the run that trained it.
+
+    ``config.checkpoint_every`` saves the training state into ``<output_dir>/checkpoints`` (:mod:`vlmlab.checkpoint`)
+    and ``config.resume`` continues from the latest one there.
     """
     check_output_dir("output_dir", output_dir)  # before any work: a record that cannot be written is lost
+    if (config.checkpoint_every or config.resume) and output_dir is None:
+        raise ValueError("parameters 'checkpoint_every' and 'resume' need an output_dir: the checkpoints are kept "
+                         f"in <output_dir>/{CHECKPOINTS}")
     budget = get_budget(config.budget)
     device = pick_device(config.device)
     t_start = time.perf_counter()
@@ -293,11 +312,18 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
         if output_dir is not None:
             write_json_atomic(Path(output_dir) / "record.json", record)
         return Experiment(config, model, world, bb, record)
+    checkpoint = None
+    if config.checkpoint_every or config.resume:
+        from .checkpoint import Checkpointing
+
+        checkpoint = Checkpointing(Path(output_dir) / CHECKPOINTS, config.checkpoint_every, config.resume,
+                                   key)
     t_train = time.perf_counter()
     try:
         data = source.batches(world, budget)
+        kw = {} if checkpoint is None else {"checkpoint": checkpoint}
         logs = train_stages(model, model.stages(), data, budget, device=device,
-                            precision=config.precision, progress=progress)
+                            precision=config.precision, progress=progress, **kw)
     except NonFiniteLoss as e:
         raise _non_finite_advice(config, e) from None
     train_s = time.perf_counter() - t_train
@@ -339,6 +365,9 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
         "backbone_ids": key["backbones"],  # which builds: entry name and content hash (cache.fingerprint)
         **source.record_extras(),  # a data source's one-word score and generated answers; nothing for the world
     }
+    if checkpoint is not None:
+        record["checkpoints"] = {"every": checkpoint.every, "directory": str(checkpoint.directory),
+                                 "resumed_from": checkpoint.resumed_from}
     _store_model(key, model, record)
     if output_dir is not None:
         write_json_atomic(Path(output_dir) / "record.json", record)

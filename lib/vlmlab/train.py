@@ -43,11 +43,17 @@ def update(opt: torch.optim.Optimizer, loss: torch.Tensor, params, clip: float =
 def optimize(params, batches: Callable[[int], Any], loss_fn: Callable[[Any], torch.Tensor], steps: int, lr: float,
              *, desc: str = "train", device: torch.device | None = None, precision: str = "fp32",
              warmup: float = 0.05, clip: float = 1.0, weight_decay: float = 0.0, progress: bool = True,
-             param_groups=None, schedule: str = "cosine") -> list[float]:
+             param_groups=None, schedule: str = "cosine", start: int = 0,
+             restore: Callable[[torch.optim.Optimizer], None] | None = None,
+             after_step: Callable[[int, torch.optim.Optimizer, list[float]], None] | None = None) -> list[float]:
     """AdamW with linear warm-up, then cosine decay (``schedule="cosine"``) or the peak rate held
     (``"constant"``). ``batches(step)`` builds step ``step``'s batch (a pure function of
     the step: on CUDA worker processes build them ahead, see :mod:`vlmlab.loader`); ``loss_fn(batch)`` returns
     its loss.
+
+    Resuming (:mod:`vlmlab.checkpoint`): ``start`` steps are done already, and ``restore(optimizer)`` puts back
+    their optimizer and RNG states just before step ``start`` runs; ``after_step(step, optimizer, losses)`` is
+    called after every update (the losses returned so far). Returns the losses of steps ``start`` onwards.
 
     Stops with :class:`NonFiniteLoss` the first time the loss is NaN or infinite.
     """
@@ -55,7 +61,7 @@ def optimize(params, batches: Callable[[int], Any], loss_fn: Callable[[Any], tor
         raise ValueError(f"schedule={schedule!r}; allowed values: {SCHEDULES}")
     groups = param_groups if param_groups is not None else [{"params": [p for p in params if p.requires_grad]}]
     groups = [g for g in groups if g["params"]]
-    if not groups or steps <= 0:
+    if not groups or steps <= start:
         return []
     for g in groups:
         g.setdefault("lr", lr)
@@ -65,11 +71,16 @@ def optimize(params, batches: Callable[[int], Any], loss_fn: Callable[[Any], tor
     device = device or torch.device("cpu")
     losses: list[float] = []
     all_params = [p for g in groups for p in g["params"]]
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, mininterval=1.0)
+    bar = tqdm(range(start, steps), desc=desc, disable=not progress, leave=False, mininterval=1.0, initial=start,
+               total=steps)
     terminal = TerminalProgress(desc, steps)  # in a notebook kernel the bar is a widget the terminal never sees
-    ahead = batches_ahead(batches, steps, data_workers(device), pin_memory=device.type == "cuda")
+    make = batches if not start else (lambda i: batches(start + i))
+    ahead = batches_ahead(make, steps - start, data_workers(device), pin_memory=device.type == "cuda")
     with contextlib.closing(ahead):  # stops any worker processes, also when a step raises
         for step, batch in zip(bar, ahead):
+            if restore is not None and step == start:
+                # after the first batch: building the workers' loader draws from the RNG, as it did before step 0
+                restore(opt)
             decay = 0.5 * (1 + math.cos(math.pi * (step - n_warm) / max(1, steps - n_warm))) \
                 if schedule == "cosine" else 1.0
             scale = (step + 1) / n_warm if step < n_warm else decay
@@ -82,6 +93,8 @@ def optimize(params, batches: Callable[[int], Any], loss_fn: Callable[[Any], tor
                 raise NonFiniteLoss(f"{desc}: loss became {loss.item()} at step {step}")
             update(opt, loss, all_params, clip)
             losses.append(float(loss.detach()))
+            if after_step is not None:
+                after_step(step, opt, losses)
             terminal.update(step, losses[-1])
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
@@ -136,13 +149,30 @@ class StageLog:
 
 
 def train_stages(model, stages: list[Stage], data, budget, *, device, precision: str = "fp32",
-                 progress: bool = True) -> list[StageLog]:
-    """Run each stage: set the trainable set, build per-module LR groups, optimise the stage loss."""
+                 progress: bool = True, checkpoint=None) -> list[StageLog]:
+    """Run each stage: set the trainable set, build per-module LR groups, optimise the stage loss.
+
+    ``checkpoint`` (a :class:`vlmlab.checkpoint.Checkpointing`) saves the training state every so many steps and
+    resumes from the latest one."""
     logs = []
     total = budget.vlm_steps
+    plan = [max(1, round(total * st.share)) for st in stages]
+    resumed = checkpoint.load(model, stages, plan, device) if checkpoint is not None else None
     offset = 0
-    for st in stages:
-        steps = max(1, round(total * st.share))
+    for i, (st, steps) in enumerate(zip(stages, plan)):
+        if resumed is not None and i < resumed.stage:  # finished before the checkpoint: its log is kept there
+            logs.append(StageLog(**resumed.logs[i]))
+            offset += steps
+            continue
+        here = resumed is not None and i == resumed.stage
+        start = resumed.step if here else 0
+        if here and start >= steps:  # the checkpoint closed this stage: the next one starts as it did
+            from .checkpoint import set_rng_state
+
+            set_rng_state(resumed.rng)
+            logs.append(StageLog(st.name, steps, list(resumed.losses), resumed.seconds, steps * budget.vlm_batch))
+            offset += steps
+            continue
         set_trainable(model, st.trainable)
         groups = []
         for name in st.trainable:
@@ -154,15 +184,31 @@ def train_stages(model, stages: list[Stage], data, budget, *, device, precision:
             g["params"] = [p for p in g["params"] if not (id(p) in seen or seen.add(id(p)))]
         loss_method = getattr(model, f"loss_{st.loss}")
         model.train()
-        start = offset
 
-        def batches(step, _task=st.task, _start=start):
+        def batches(step, _task=st.task, _start=offset):
             return data(_task, _start + step)
 
-        t0 = time.perf_counter()
-        losses = optimize(None, batches, loss_method, steps, budget.vlm_lr, desc=f"{model.arch}:{st.name}",
-                          device=device, precision=precision, progress=progress, param_groups=groups,
-                          schedule=budget.vlm_schedule)
+        before = list(resumed.losses) if here else []
+        t0 = time.perf_counter() - (resumed.seconds if here else 0.0)
+        restore = None
+        if here:
+            def restore(opt, _r=resumed):
+                from .checkpoint import set_rng_state
+
+                if _r.optimizer is not None:
+                    opt.load_state_dict(_r.optimizer)
+                set_rng_state(_r.rng)
+
+        def after_step(step, opt, losses, _i=i, _steps=steps, _offset=offset, _before=before, _t0=t0):
+            if checkpoint is not None and checkpoint.due(_offset + step + 1, sum(plan)):
+                checkpoint.save(model, stages, plan, stage=_i, step=step + 1, global_step=_offset + step + 1,
+                                optimizer=opt, losses=_before + losses, seconds=time.perf_counter() - _t0,
+                                logs=logs)
+
+        losses = before + optimize(None, batches, loss_method, steps, budget.vlm_lr, desc=f"{model.arch}:{st.name}",
+                                   device=device, precision=precision, progress=progress, param_groups=groups,
+                                   schedule=budget.vlm_schedule, start=start, restore=restore,
+                                   after_step=after_step if checkpoint is not None else None)
         logs.append(StageLog(st.name, steps, losses, time.perf_counter() - t0, steps * budget.vlm_batch))
         offset += steps
     model.requires_grad_(False)
