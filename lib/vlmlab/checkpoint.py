@@ -108,7 +108,8 @@ class Checkpointing:
         tmp = self.directory / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        weights = {n: p.detach().to("cpu", copy=True).contiguous() for n, p in trained_parameters(model, stages).items()}
+        weights = {n: p.detach().to("cpu", copy=True).contiguous()
+                   for n, p in trained_parameters(model, stages).items()}
         save_file(weights, str(tmp / WEIGHTS))
         torch.save({
             "format": FORMAT, "fingerprint": json.dumps(self.fingerprint, sort_keys=True, default=str),

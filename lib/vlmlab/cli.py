@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -56,9 +57,52 @@ def print_summary(record: dict):
           f"whole run {record['wall_seconds']:.0f}s; parameters {record['params']}")
 
 
+def _under_torchrun() -> bool:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
+def _torchrun_argv(params: dict, out: Path) -> list[str]:
+    """``vlmlab run`` with a run's parameters, in-process, without --nproc: what each of torchrun's processes runs."""
+    argv = ["run", "--out", str(out)]
+    for name, value in params.items():
+        if name == "knobs":  # a string knob quoted, so that --knob reads it back as the string
+            for k, v in value.items():
+                argv += ["--knob", f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"]
+        elif isinstance(value, bool):
+            argv += [f"--{name.replace('_', '-')}"] if value else []
+        else:
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    return argv
+
+
+def _launch_torchrun(params: dict, out: Path, nproc: int) -> int:
+    """Run ``params`` as ``nproc`` processes under torchrun on this machine; returns their exit status."""
+    import subprocess
+
+    from .archs import backbones_needed
+    from .backbones import ensure_backbones
+    from .budgets import get_budget
+    from .device import pick_device
+
+    # built once here, not by every process at once
+    ensure_backbones(budget=get_budget(params["budget"]), device=pick_device(),
+                     kinds=backbones_needed(params["arch"], params["knobs"]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "vlmlab.cli", *_torchrun_argv(params, out)]
+    return subprocess.run(cmd).returncode
+
+
 def cmd_run(a):
     from .runs import RunConfig, params_hash
+    from .sweep import RunFailed
 
+    if a.nproc < 1:
+        raise ValueError(f"--nproc must be an int >= 1, got {a.nproc}")
+    if a.nproc > 1 and _under_torchrun():
+        raise ValueError("--nproc starts torchrun; under torchrun already, leave it out")
     knobs = dict(a.knob or [])
     params = {"arch": a.arch, "knobs": knobs, "seed": a.seed, "budget": a.budget, "precision": a.precision}
     if a.data != "world":  # absolute paths, which the notebook's kernel resolves alike; the world's runs keep their hash
@@ -74,10 +118,17 @@ def cmd_run(a):
     how = {k: v for k, v in (("checkpoint_every", a.checkpoint_every), ("resume", a.resume)) if v}
     config = RunConfig.from_params(**params, **how, output_dir=out)  # every parameter, before any backbone loads
     params.update(how)
-    if a.in_process:
+    if a.nproc > 1:
+        rc = _launch_torchrun(params, out, a.nproc)
+        if rc:
+            raise RunFailed(f"the {a.nproc} processes of torchrun ended with exit status {rc}")
+        return
+    if a.in_process or _under_torchrun():  # one notebook per process would write one output twice
         from .runs import run
 
         rec = run(config, output_dir=out).record
+        if rec is None:  # a rank other than 0: it trained its share; rank 0 prints
+            return
     else:
         from .archs import backbones_needed
         from .backbones import ensure_backbones
@@ -126,6 +177,8 @@ def main(argv=None):
                    help="save the training state into OUT/checkpoints every N optimizer steps (default 0: never)")
     s.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint in OUT/checkpoints (from the start when there is none)")
+    s.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train with N processes (DDP) under torchrun, in-process; one per GPU on CUDA, gloo on CPU")
     s.set_defaults(fn=cmd_run)
 
     try:

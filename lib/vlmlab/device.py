@@ -1,4 +1,5 @@
-"""Device and precision choices: CUDA when present, CPU otherwise; bf16 autocast on request or on CUDA."""
+"""Device and precision choices: CUDA when present, else Apple's MPS when present, else the CPU; bf16 autocast on
+request or on CUDA."""
 from __future__ import annotations
 
 import contextlib
@@ -16,7 +17,10 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 def pick_device(device: str | None = None) -> torch.device:
     if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
     return torch.device(device)
 
 

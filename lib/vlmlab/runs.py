@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .archs import ARCHS, VLM, backbones_needed, build, get_arch
 from .backbones import Backbones, load_backbones
 from .backbones import cache
@@ -151,21 +151,26 @@ def _non_finite_advice(config: "RunConfig", err: NonFiniteLoss) -> NonFiniteLoss
 
 @dataclass
 class Experiment:
-    """What a run leaves behind for a notebook: the trained model, its world and the record."""
+    """What a run leaves behind for a notebook: the trained model, its world and the record (None on the ranks
+    of a distributed run other than 0, which only train)."""
 
     config: RunConfig
     model: VLM
     world: World
     backbones: Backbones
-    record: dict
+    record: dict | None
 
 
-def make_data(world: World, batch_size: int, grounding: float = 0.0):
+def make_data(world: World, batch_size: int, grounding: float = 0.0, *, rank: int = 0, ranks: int = 1):
     """Training batch ``step`` of a task; ``grounding`` of the question tasks' questions are look-ups
-    (``Budget.vlm_grounding``)."""
+    (``Budget.vlm_grounding``). Of ``ranks`` processes, ``rank`` gets its consecutive ``batch_size / ranks``
+    samples of each batch (together: the batch one process trains on)."""
+    per = batch_size // ranks
+
     def data(task: str, step: int) -> dict:
         g = grounding if task in ("qa", "blind") else 0.0
-        return world.batch(task, "train", step * batch_size, batch_size, with_images=task != "blind", grounding=g)
+        return world.batch(task, "train", step * batch_size + rank * per, per, with_images=task != "blind",
+                           grounding=g)
     return data
 
 
@@ -283,14 +288,27 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
     carries ``"reused": <cache entry>`` and the timings of the run that trained it.
 
     ``config.checkpoint_every`` saves the training state into ``<output_dir>/checkpoints`` (:mod:`vlmlab.checkpoint`)
-    and ``config.resume`` continues from the latest one there.
+    and ``config.resume`` continues from the latest one there. Under torchrun the processes train one model with
+    DDP (:mod:`vlmlab.distributed`) and rank 0 alone writes.
     """
     check_output_dir("output_dir", output_dir)  # before any work: a record that cannot be written is lost
     if (config.checkpoint_every or config.resume) and output_dir is None:
         raise ValueError("parameters 'checkpoint_every' and 'resume' need an output_dir: the checkpoints are kept "
                          f"in <output_dir>/{CHECKPOINTS}")
     budget = get_budget(config.budget)
-    device = pick_device(config.device)
+    dist, device = distributed.setup(pick_device(config.device))
+    try:
+        return _run(config, budget, dist, device, progress, backbones, output_dir, reuse)
+    finally:
+        distributed.teardown(dist)
+
+
+def _run(config: RunConfig, budget: Budget, dist, device, progress, backbones, output_dir, reuse) -> Experiment:
+    writer = dist is None or dist.is_writer
+    ranks = dist.world_size if dist is not None else 1
+    if budget.vlm_batch % ranks:
+        raise ValueError(f"{ranks} processes cannot share budget {budget.name!r}'s batch of {budget.vlm_batch}: "
+                         "give a number of processes that divides it")
     t_start = time.perf_counter()
     needed = backbones_needed(config.arch, config.knobs)
     # only the backbones this arch reads: a first LLaVA run does not wait for the MIM encoder
@@ -302,6 +320,8 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
     seed_everything(config.seed)
     model = build(config.arch, bb, budget, config.knobs).to(device)
     key = _model_key(config, budget, bb, device, source.key())
+    if ranks > 1:  # gradients averaged over shards round differently from one batch's: another trained model
+        key["world_size"] = ranks
     hit = cache.lookup("model", key, cache_root() / "models") if reuse else None
     if hit is not None:
         from safetensors.torch import load_model
@@ -309,24 +329,27 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
         load_model(model, str(hit / "model.safetensors"), device=str(device))
         model.eval()
         record = {**json.loads((hit / "record.json").read_text()), "reused": str(hit)}
-        if output_dir is not None:
+        if output_dir is not None and writer:
             write_json_atomic(Path(output_dir) / "record.json", record)
-        return Experiment(config, model, world, bb, record)
+        return Experiment(config, model, world, bb, record if writer else None)
     checkpoint = None
     if config.checkpoint_every or config.resume:
         from .checkpoint import Checkpointing
 
         checkpoint = Checkpointing(Path(output_dir) / CHECKPOINTS, config.checkpoint_every, config.resume,
-                                   key)
+                                   {**key, "world_size": ranks}, writer)
     t_train = time.perf_counter()
     try:
-        data = source.batches(world, budget)
-        kw = {} if checkpoint is None else {"checkpoint": checkpoint}
+        data = (source.batches(world, budget) if dist is None
+                else source.batches(world, budget, rank=dist.rank, ranks=ranks))
+        kw = {} if checkpoint is None and dist is None else {"checkpoint": checkpoint, "dist": dist}
         logs = train_stages(model, model.stages(), data, budget, device=device,
-                            precision=config.precision, progress=progress, **kw)
+                            precision=config.precision, progress=progress and writer, **kw)
     except NonFiniteLoss as e:
         raise _non_finite_advice(config, e) from None
     train_s = time.perf_counter() - t_train
+    if not writer:  # rank 0 evaluates and writes; the others' work ends with the training
+        return Experiment(config, model, world, bb, None)
     metrics, model_wordings, model_valid = source.evaluate(model, world, budget, config.precision)
     wordings = {"model": model_wordings} if model_wordings else {}
     valid = {"model": model_valid}
@@ -360,11 +383,14 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
         "params": model.param_counts(),
         "diagnostics": diagnostics,
         "environment": {"vlmlab": __version__, "torch": torch.__version__, "device": str(device),
-                        "threads": torch.get_num_threads(), "python": platform.python_version()},
+                        "threads": torch.get_num_threads(), "python": platform.python_version(),
+                        "world_size": ranks},
         "backbones": _used_paths(bb, needed),
         "backbone_ids": key["backbones"],  # which builds: entry name and content hash (cache.fingerprint)
         **source.record_extras(),  # a data source's one-word score and generated answers; nothing for the world
     }
+    if dist is not None:
+        record["distributed"] = dist.describe()
     if checkpoint is not None:
         record["checkpoints"] = {"every": checkpoint.every, "directory": str(checkpoint.directory),
                                  "resumed_from": checkpoint.resumed_from}

@@ -45,7 +45,8 @@ def optimize(params, batches: Callable[[int], Any], loss_fn: Callable[[Any], tor
              warmup: float = 0.05, clip: float = 1.0, weight_decay: float = 0.0, progress: bool = True,
              param_groups=None, schedule: str = "cosine", start: int = 0,
              restore: Callable[[torch.optim.Optimizer], None] | None = None,
-             after_step: Callable[[int, torch.optim.Optimizer, list[float]], None] | None = None) -> list[float]:
+             after_step: Callable[[int, torch.optim.Optimizer, list[float]], None] | None = None,
+             reduce_loss: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[float]:
     """AdamW with linear warm-up, then cosine decay (``schedule="cosine"``) or the peak rate held
     (``"constant"``). ``batches(step)`` builds step ``step``'s batch (a pure function of
     the step: on CUDA worker processes build them ahead, see :mod:`vlmlab.loader`); ``loss_fn(batch)`` returns
@@ -53,7 +54,9 @@ def optimize(params, batches: Callable[[int], Any], loss_fn: Callable[[Any], tor
 
     Resuming (:mod:`vlmlab.checkpoint`): ``start`` steps are done already, and ``restore(optimizer)`` puts back
     their optimizer and RNG states just before step ``start`` runs; ``after_step(step, optimizer, losses)`` is
-    called after every update (the losses returned so far). Returns the losses of steps ``start`` onwards.
+    called after every update (the losses returned so far). ``reduce_loss`` turns a process's loss into the one
+    logged and checked (in a distributed run: the mean over the processes). Returns the losses of steps
+    ``start`` onwards.
 
     Stops with :class:`NonFiniteLoss` the first time the loss is NaN or infinite.
     """
@@ -88,11 +91,12 @@ def optimize(params, batches: Callable[[int], Any], loss_fn: Callable[[Any], tor
                 g["lr"] = g["base_lr"] * scale
             with autocast(device, precision):
                 loss = loss_fn(batch)
-            if not torch.isfinite(loss):
+            logged = loss if reduce_loss is None else reduce_loss(loss.detach())
+            if not torch.isfinite(logged):
                 # no advice here: what a user can change (knobs, backbones) is known to the caller (vlmlab.runs)
-                raise NonFiniteLoss(f"{desc}: loss became {loss.item()} at step {step}")
+                raise NonFiniteLoss(f"{desc}: loss became {logged.item()} at step {step}")
             update(opt, loss, all_params, clip)
-            losses.append(float(loss.detach()))
+            losses.append(float(logged.detach()))
             if after_step is not None:
                 after_step(step, opt, losses)
             terminal.update(step, losses[-1])
@@ -149,11 +153,12 @@ class StageLog:
 
 
 def train_stages(model, stages: list[Stage], data, budget, *, device, precision: str = "fp32",
-                 progress: bool = True, checkpoint=None) -> list[StageLog]:
+                 progress: bool = True, checkpoint=None, dist=None) -> list[StageLog]:
     """Run each stage: set the trainable set, build per-module LR groups, optimise the stage loss.
 
     ``checkpoint`` (a :class:`vlmlab.checkpoint.Checkpointing`) saves the training state every so many steps and
-    resumes from the latest one."""
+    resumes from the latest one; ``dist`` (a :class:`vlmlab.distributed.Distributed`) trains each stage with
+    DDP, ``data`` then giving this process's share of each batch."""
     logs = []
     total = budget.vlm_steps
     plan = [max(1, round(total * st.share)) for st in stages]
@@ -184,6 +189,8 @@ def train_stages(model, stages: list[Stage], data, budget, *, device, precision:
             g["params"] = [p for p in g["params"] if not (id(p) in seen or seen.add(id(p)))]
         loss_method = getattr(model, f"loss_{st.loss}")
         model.train()
+        if dist is not None:  # after set_trainable: DDP synchronises the parameters that train in this stage
+            loss_method = dist.wrap(model, st.loss)
 
         def batches(step, _task=st.task, _start=offset):
             return data(_task, _start + step)
@@ -208,7 +215,8 @@ def train_stages(model, stages: list[Stage], data, budget, *, device, precision:
         losses = before + optimize(None, batches, loss_method, steps, budget.vlm_lr, desc=f"{model.arch}:{st.name}",
                                    device=device, precision=precision, progress=progress, param_groups=groups,
                                    schedule=budget.vlm_schedule, start=start, restore=restore,
-                                   after_step=after_step if checkpoint is not None else None)
+                                   after_step=after_step if checkpoint is not None else None,
+                                   reduce_loss=dist.mean if dist is not None else None)
         logs.append(StageLog(st.name, steps, losses, time.perf_counter() - t0, steps * budget.vlm_batch))
         offset += steps
     model.requires_grad_(False)

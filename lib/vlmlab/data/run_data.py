@@ -31,10 +31,10 @@ class WorldData:
     def __init__(self, seed: int):
         self.seed = seed
 
-    def batches(self, world: World, budget):
+    def batches(self, world: World, budget, *, rank: int = 0, ranks: int = 1):
         from ..runs import make_data
 
-        return make_data(world, budget.vlm_batch, budget.vlm_grounding)
+        return make_data(world, budget.vlm_batch, budget.vlm_grounding, rank=rank, ranks=ranks)
 
     def evaluate(self, model, world: World, budget, precision: str) -> tuple[dict, dict, dict]:
         """(metrics with "chance", per-wording accuracies, valid-answer shares), as the record stores them."""
@@ -76,8 +76,8 @@ class SourceData:
         self.max_new_tokens = max_new_tokens
         self.extras: dict = {}
 
-    def batches(self, world: World, budget):
-        return make_source_data(self.train, world, budget.vlm_batch, self.seed)
+    def batches(self, world: World, budget, *, rank: int = 0, ranks: int = 1):
+        return make_source_data(self.train, world, budget.vlm_batch, self.seed, rank=rank, ranks=ranks)
 
     def evaluate(self, model, world: World, budget, precision: str) -> tuple[dict, dict, dict]:
         """Free-form answers scored by normalized exact match (the metrics and the valid-answer rate), and the
