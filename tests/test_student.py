@@ -19,7 +19,9 @@ import pytest
 from vlmlab import teaching
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = teaching.numbered(ROOT / "notebooks")
+# notebooks added after the exercises were written and still without any: they get no student copy
+PENDING = {"40_real_data"}
+NOTEBOOKS = [p for p in teaching.numbered(ROOT / "notebooks") if p.stem not in PENDING]
 # one notebook without training and one that trains, then takes its mechanism apart
 EXECUTE = ["01_world", "10_llava"]
 MECHANISM = [p for p in NOTEBOOKS if p.name[:2] in {"10", "11", "12", "13", "14", "15"}]
@@ -28,6 +30,11 @@ MECHANISM = [p for p in NOTEBOOKS if p.name[:2] in {"10", "11", "12", "13", "14"
 def test_the_numbered_notebooks_are_all_there():
     assert [p.name[:2] for p in NOTEBOOKS] == ["00", "01", "02", "10", "11", "12", "13", "14", "15", "20", "21",
                                              "22", "23", "30"]
+    # a numbered notebook is either exercised or listed as pending, so that a new one cannot slip through
+    assert {p.stem for p in teaching.numbered(ROOT / "notebooks")} == {p.stem for p in NOTEBOOKS} | PENDING
+    for stem in PENDING & {p.stem for p in teaching.numbered(ROOT / "notebooks")}:
+        assert not teaching.questions(nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)), \
+            f"{stem} has exercises now: take it off PENDING"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

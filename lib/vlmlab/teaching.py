@@ -96,7 +96,10 @@ def build(notebooks: Path, out: Path, names: list[str] | None = None, quiet: boo
         stem = path.stem
         nb = nbformat.read(path, as_version=4)
         if not questions(nb):
-            raise ValueError(f"{path.name} has no exercise (no '# BEGIN QUESTION' raw cell)")
+            if names:
+                raise ValueError(f"{path.name} has no exercise (no '# BEGIN QUESTION' raw cell)")
+            print(f"{path.name}: no exercise yet, no student copy", file=sys.stderr)  # a new notebook: skipped
+            continue
         dest = out / stem
         shutil.rmtree(dest, ignore_errors=True)
         masters = out / "_masters"
