@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vlmlab.backbones import load_backbones
+from vlmlab.backbones.store import load_encoders
 from vlmlab.budgets import get_budget
 from vlmlab.device import seed_everything
 from vlmlab.probes import ATTRIBUTES, POSITION, default_scenes, fit_probes
@@ -23,14 +23,14 @@ def probe_frame(budget: str = "default", seed: int = 0):
     b = get_budget(budget)
     seed_everything(seed)
     world = World(WorldConfig(), seed=seed)
-    bb = load_backbones(world.config, b)
+    enc = load_encoders(world.config, b)
     train_scenes = default_scenes(b)[0]
-    table, _ = fit_probes({"CL": bb.cl, "MIM": bb.mim}, world, None, train_scenes=train_scenes,
+    table, _ = fit_probes({"CL": enc["cl"], "MIM": enc["mim"]}, world, None, train_scenes=train_scenes,
                           test_scenes=max(1, train_scenes // 2), attributes=ATTRIBUTES + POSITION,
                           splits=("test", "compositional"))
     keep = ["encoder", "block", "depth", "attribute", "split", "accuracy", "chance", "n_train", "n_test"]
     return table[keep].assign(budget=budget, seed=seed,
-                              backbone_cl=Path(bb.paths["cl"]).name, backbone_mim=Path(bb.paths["mim"]).name)
+                              backbone_cl=Path(enc["paths"]["cl"]).name, backbone_mim=Path(enc["paths"]["mim"]).name)
 
 
 def main(argv=None) -> None:

@@ -52,10 +52,15 @@ def _markdown(df: pd.DataFrame) -> str:
     return markdown_table(df) + "\n"
 
 
-def _references(frame: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+def _categories(frame: pd.DataFrame) -> list:
+    """The frame's categories (or wordings) in first-seen order, for summary_table's column list."""
+    return list(dict.fromkeys(frame["category"]))
+
+
+def _references(frame: pd.DataFrame, split: str = "test", per_wording: bool = False) -> pd.DataFrame:
     from .study import summary_table
 
-    t = summary_table(frame, split=split)
+    t = summary_table(frame, split=split, **({"categories": _categories(frame)} if per_wording else {}))
     return t.loc[[r for r in ("chance", "floor (blind)", "ceiling (text oracle)") if r in t.index]]
 
 
@@ -72,7 +77,7 @@ def floor_ceiling(results: Path = RESULTS) -> str:
 def oracle_wordings(results: Path = RESULTS) -> str:
     """The blind floor and the text oracle per wording of the categories asked several ways."""
     frame = tidy_frame(results / "world-v2.csv", per="wording")
-    t = _references(frame).drop(columns="seeds").T.rename_axis("wording")
+    t = _references(frame, per_wording=True).drop(columns="seeds").T.rename_axis("wording")
     return _markdown(t)
 
 
@@ -90,7 +95,8 @@ def design_wordings(results: Path = RESULTS) -> str:
     from .study import summary_table
 
     frame = tidy_frame(results / "world-v2.csv", per="wording")
-    return _markdown(summary_table(frame, split="test").drop(columns="seeds").T.rename_axis("wording"))
+    return _markdown(summary_table(frame, split="test", categories=_categories(frame)).drop(columns="seeds").T
+                     .rename_axis("wording"))
 
 
 @generator("probes")
@@ -118,8 +124,15 @@ def spatial_levers(results: Path = RESULTS) -> str:
     csv = results / "spatial-levers.csv"
     frame = tidy_frame(csv, by="lever")
     cat = summary_table(frame, split="test", categories=("spatial", "overall"))
-    words = summary_table(tidy_frame(csv, per="wording", by="lever"), split="test")
-    words = words[[c for c in words.columns if c.startswith("spatial:")]]
+    wf = tidy_frame(csv, per="wording", by="lever")
+    wf = wf[wf["category"].str.startswith("spatial:")]
+    per_lever = wf[wf["source"] == "model"].groupby("config", observed=True)["category"].agg(set)
+    common = [c for c in _categories(wf) if all(c in got for got in per_lever)]
+    words = summary_table(wf[wf["category"].isin(common)], split="test", categories=common)[common]
+    extra = wf[~wf["category"].isin(common) & (wf["source"] == "model") & (wf["split"] == "test")]
+    for c, g in extra.groupby("category"):  # a wording only some levers ask (the symmetric control)
+        words[c] = g.groupby("config", observed=True)["accuracy"].agg(
+            lambda a: f"{a.mean():.1f}" + (f" ± {a.std(ddof=1):.1f}" if len(a) > 1 else "")).reindex(words.index)
     base = per_seed(frame, "config", "base", "spatial")
     delta = {str(v): str(paired(per_seed(frame, "config", v, "spatial"), base)) if v != "base" else ""
              for v in frame["config"].cat.categories}

@@ -181,6 +181,32 @@ def ship_backbones(budget: Budget, *, root: Path | None = None, dest: Path | Non
     return out
 
 
+def _load_encoders(paths: dict, world: World, b: Budget) -> tuple:
+    """The CL encoder, the MIM encoder and its decoder from their entries (None where not in ``paths``)."""
+    cl = mim = dec = None
+    if "cl" in paths:
+        cl = new_vision_encoder(world, b).eval()
+        cl.load_state_dict(load_file(paths["cl"] / "vit.safetensors"))
+    if "mim" in paths:
+        mim = new_vision_encoder(world, b, b.mim_patch).eval()
+        mim.load_state_dict(load_file(paths["mim"] / "vit.safetensors"))
+        dec = new_mae_decoder(b, mim.grid ** 2).eval()
+        dec.load_state_dict(load_file(paths["mim"] / "decoder.safetensors"))
+    return cl, mim, dec
+
+
+def load_encoders(world_config: WorldConfig | None = None, budget: Budget | None = None, *, kinds=("cl", "mim"),
+                  **kw) -> dict:
+    """The budget's pretrained vision encoders alone (no LM), e.g. for probes: {"cl": ..., "mim": ...,
+    "mim_decoder": ..., "paths": {kind: entry}}; built first where missing, as :func:`ensure_backbones`."""
+    if "lm" in kinds:
+        raise ValueError("load_encoders loads vision encoders only; load_backbones loads the LM")
+    world_config, b, world = _resolve(world_config, budget)
+    paths, _ = ensure_backbones(world_config, b, kinds=kinds, **kw)
+    cl, mim, dec = _load_encoders(paths, world, b)
+    return {"cl": cl, "mim": mim, "mim_decoder": dec, "paths": {k: str(v) for k, v in paths.items()}}
+
+
 def load_backbones(world_config: WorldConfig | None = None, budget: Budget | None = None, *, device="cpu",
                    build: bool = True, progress: bool = True, root: Path | None = None, kinds=KINDS,
                    rebuild: bool = False, shipped: Path | None = None) -> Backbones:
@@ -196,18 +222,10 @@ def load_backbones(world_config: WorldConfig | None = None, budget: Budget | Non
                                      kinds=kinds, rebuild=rebuild, shipped=shipped)
 
     lm = LlamaForCausalLM.from_pretrained(paths["lm"] / "lm").to(device).eval()
-    cl = mim = dec = None
-    if "cl" in paths:
-        cl = new_vision_encoder(world, b).eval()
-        cl.load_state_dict(load_file(paths["cl"] / "vit.safetensors"))
-    if "mim" in paths:
-        mim = new_vision_encoder(world, b, b.mim_patch).eval()
-        mim.load_state_dict(load_file(paths["mim"] / "vit.safetensors"))
-        dec = new_mae_decoder(b, mim.grid ** 2).eval()
-        dec.load_state_dict(load_file(paths["mim"] / "decoder.safetensors"))
+    cl, mim, dec = _load_encoders(paths, world, b)
     bb = Backbones(world.tokenizer, lm, cl, mim, dec, b.mim_patch, b.mim_mask_ratio,
                    {k: str(v) for k, v in paths.items()}, losses, b.mae_norm_pix)
     return bb.to(device)
 
 
-__all__ = ["Backbones", "ensure_backbones", "load_backbones", "make_lm", "ship_backbones"]
+__all__ = ["Backbones", "ensure_backbones", "load_backbones", "load_encoders", "make_lm", "ship_backbones"]
