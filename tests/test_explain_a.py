@@ -107,7 +107,7 @@ def test_naming_rates_against_the_shuffled_baseline(world, monkeypatch):
     const = _words_for(samples, T, tp, lambda objs: "question")
     s2 = XL.naming_summary(XL.naming_table(samples, const, T, tp), samples, T, tp, shuffles=5)
     assert (s2["rate (%)"] == 0).all() and (s2["shuffled baseline (%)"] == 0).all()
-    assert XL.word_kind("r2", samples[0].world) == "position" and XL.word_kind("dotted", samples[0].world) == "texture"
+    assert XL.word_kind("r2", samples[0].world) == "position" and XL.word_kind("checkered", samples[0].world) == "texture"
     for fig in (XL.word_grids(samples[:2], colour, T, tp), XL.naming_plot(summary).figure,
                 XL.word_grid(samples[0], colour, 0, T, tp).figure):
         assert fig.axes

@@ -197,7 +197,7 @@ def test_distill_targets_unpaired_and_context_free(tiny_backbones, smoke_budget,
     # layout: "<bos> image : <img> [16 slots] scene : ..." -- the text corpus gets the inference prompt's image span
     tok = tiny_backbones.tokenizer
     ids = parts["inputs"]["input_ids"][0]
-    assert tok.convert_ids_to_tokens(ids[:4].tolist()) == ["<bos>", "image", ":", "<img>"]
+    assert tok.convert_ids_to_tokens(ids[:4].tolist()) == ["<bos>", "scene", ":", "<img>"]
     assert parts["inputs"]["visual_mask"][0, 4: 4 + m.n_image_tokens].all()
     assert torch.equal(ids[4 + m.n_image_tokens:], b["input_ids"][0, 1:])
     rolled = b["pixel_values"].roll(1, dims=0)

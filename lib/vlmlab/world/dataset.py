@@ -158,5 +158,5 @@ class World:
         out["category"] = [s.qa.category for s in samples]
         out["wording"] = [wording(s.qa.question, self.config) for s in samples]
         out["n_answers"] = torch.tensor([len(s.qa.answers) for s in samples])  # 0 for a look-up (never scored)
-        out["answer_sets"] = [s.qa.answers for s in samples]
+        out["answer_sets"] = [list(s.qa.answers) for s in samples]
         return out
