@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .examples import DataError, Example
+from .examples import DataError, Example, every_row, row_labels
 from .llava import PLACEHOLDER, question_text
 
 IMAGE_COLUMNS = ("image", "images")
@@ -100,26 +100,15 @@ def read_hf(path: str | Path) -> list[Example]:
                                     f"and 'conversations', 'messages' or 'question' + 'answer'")
     if len(ds) == 0:
         raise DataError(path, None, "no rows; expected a non-empty dataset")
-    out, bad = [], []
-    for i, row in enumerate(ds):
-        try:
-            img = _image(row, image_col)
-            category, answers = row.get("category"), row.get("answers")
-            if category is not None and not isinstance(category, str):
-                raise ValueError(f"'category' must be a string, got {category!r}")
-            if answers is not None and not (isinstance(answers, list) and answers
-                                            and all(isinstance(a, str) for a in answers)):
-                raise ValueError(f"'answers' must be a non-empty list of strings, got {answers!r}")
-            rid = str(row["id"]) if row.get("id") is not None else str(i)
-            for k, (q, a) in enumerate(_pairs(row, schema)):
-                if not q or not a:
-                    raise ValueError(f"pair {k}: an empty {'question' if not q else 'answer'}")
-                out.append(Example(rid if k == 0 else f"{rid}#{k}", img, q, a, category,
-                                   tuple(answers) if answers else None))
-        except ValueError as e:
-            bad.append((i, e))
-    if bad:
-        i, e = bad[0]
-        more = f" ({len(bad) - 1} more bad rows)" if len(bad) > 1 else ""
-        raise DataError(path, i, f"{e}{more}")
-    return out
+    def row_examples(row, i):
+        img = _image(row, image_col)
+        category, answers = row_labels(row)
+        rid = str(row["id"]) if row.get("id") is not None else str(i)
+        out = []
+        for k, (q, a) in enumerate(_pairs(row, schema)):
+            if not q or not a:
+                raise ValueError(f"pair {k}: an empty {'question' if not q else 'answer'}")
+            out.append(Example(rid if k == 0 else f"{rid}#{k}", img, q, a, category, answers))
+        return out
+
+    return every_row(path, ds, row_examples)

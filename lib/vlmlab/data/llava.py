@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .examples import DataError, Example
+from .examples import DataError, Example, every_row, row_labels
 from .images import check_image
 
 PLACEHOLDER = "<image>"
@@ -46,11 +46,7 @@ def _row_examples(row, i: int, base: Path) -> list[Example]:
     if placeholders != [0] or conv[0]["value"].count(PLACEHOLDER) != 1:
         raise ValueError(f"expected one {PLACEHOLDER} placeholder, in turn 0 (the first human turn); found it in "
                          f"turns {placeholders}" if placeholders else f"no {PLACEHOLDER} placeholder in turn 0")
-    category, answers = row.get("category"), row.get("answers")
-    if category is not None and not isinstance(category, str):
-        raise ValueError(f"'category' must be a string, got {category!r}")
-    if answers is not None and not (isinstance(answers, list) and answers and all(isinstance(a, str) for a in answers)):
-        raise ValueError(f"'answers' must be a non-empty list of strings, got {answers!r}")
+    category, answers = row_labels(row)
     path = base / image
     check_image(path)  # raises naming what is wrong with the file
     out = []
@@ -58,8 +54,7 @@ def _row_examples(row, i: int, base: Path) -> list[Example]:
         q, a = question_text(conv[k]["value"]), conv[k + 1]["value"].strip()
         if not q or not a:
             raise ValueError(f"turns {k}-{k + 1}: an empty {'question' if not q else 'answer'}")
-        out.append(Example(str(rid) if k == 0 else f"{rid}#{k // 2}", path, q, a, category,
-                           tuple(answers) if answers else None))
+        out.append(Example(str(rid) if k == 0 else f"{rid}#{k // 2}", path, q, a, category, answers))
     return out
 
 
@@ -78,14 +73,4 @@ def read_llava(path: str | Path, image_root: str | Path | None = None) -> list[E
         raise DataError(path, None, f"expected a JSON list of rows, got {type(rows).__name__}")
     if not rows:
         raise DataError(path, None, "no rows; expected a non-empty list of LLaVA conversation rows")
-    out, bad = [], []
-    for i, row in enumerate(rows):
-        try:
-            out += _row_examples(row, i, base)
-        except ValueError as e:
-            bad.append((i, e))
-    if bad:
-        i, e = bad[0]
-        more = f" ({len(bad) - 1} more bad rows)" if len(bad) > 1 else ""
-        raise DataError(path, i, f"{e}{more}")
-    return out
+    return every_row(path, rows, lambda row, i: _row_examples(row, i, base))
