@@ -58,6 +58,8 @@ class Llava(VLM):
             raise ValueError(f"knob 'feature_layer' of arch='llava' got {knobs.feature_layer}; the ViT has "
                              f"{self.vision.depth} blocks: allowed values {-self.vision.depth}..{self.vision.depth - 1}")
         self.connector = mlp_connector(self.vision.dim, self.d_lm, knobs.connector_depth)
+        if knobs.cell_words:  # each patch's cell-word ids, once: [N, 2]
+            self.register_buffer("cell_ids", self.cell_word_ids(self.vision.grid ** 2), persistent=False)
 
     def features(self, pixel_values):
         return self.vision(pixel_values, layers=[self.knobs.feature_layer])[0]  # [B, N, d_vit]
@@ -79,12 +81,12 @@ class Llava(VLM):
                              f"a multiple of the cell grid ({cells})")
         k = g // cells
         ids = [[vocab[f"r{(i // g) // k}"], vocab[f"c{(i % g) // k}"]] for i in range(n_patches)]
-        return torch.tensor(ids, device=self.device)
+        return torch.tensor(ids)
 
     def with_cell_words(self, vis: torch.Tensor) -> torch.Tensor:
         """[B, N, d] -> [B, 3N, d]: token, row word, column word, for each patch in raster order."""
         B, N, d = vis.shape
-        words = self.text_embeds(self.cell_word_ids(N))  # [N, 2, d]
+        words = self.text_embeds(self.cell_ids)  # [N, 2, d]
         return torch.cat([vis[:, :, None], words[None].expand(B, -1, -1, -1).to(vis.dtype)], 2).reshape(B, 3 * N, d)
 
     def stages(self):

@@ -93,13 +93,16 @@ class World:
         category = self.categories[index % len(self.categories)]
         scene, qa = make_question(rng, self.config, self._samplers[split == "compositional"], category,
                                   self.relations)
-        pixels, plain = render(self.config, scene, rng, clean=True) if image else (None, None)
+        pixels = plain = None
+        if image:  # the noise-free copy only when asked: sampling is on every training step's path
+            pixels, plain = (render(self.config, scene, rng, clean=True) if clean
+                             else (render(self.config, scene, rng), None))
         if grounding:
             g = np.random.default_rng([self.seed, SPLITS[split], int(index), 2])
             lookup = ask_lookup(g, scene) if g.random() < grounding else None
             if lookup is not None:
                 qa = QA(*lookup, "grounding", ())
-        return Sample(pixels, scene, qa, split, int(index), self.config, clean_image=plain if clean else None)
+        return Sample(pixels, scene, qa, split, int(index), self.config, clean_image=plain)
 
     def sample_with_questions(self, split: str, index: int, k: int, image: bool = True) -> Sample:
         """A sample plus k further well-posed questions about its scene (denser supervision for the LM)."""

@@ -282,7 +282,8 @@ def ask_more(rng: np.random.Generator, w: WorldConfig, scene, k: int) -> list[tu
     out = []
     kinds = CATEGORIES + ("lookup",)  # one extra question in nine is a single-object look-up
     cats = [_pick(rng, kinds) for _ in range(k)]  # categories first, so ill-posed ones are not rarer
-    askable = {**_askable(scene), "lookup": _askable(scene)["attribute"]}
+    askable = _askable(scene)
+    askable["lookup"] = askable["attribute"]  # a look-up names one object by its shape, as "what color is the X"
     for _ in range(50 * k):
         if len(out) == k:
             break
