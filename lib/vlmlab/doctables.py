@@ -35,13 +35,9 @@ def tidy_frame(csv: Path, per: str = "category", by: str = "arch") -> pd.DataFra
     """A tidy CSV of run records (``vlmlab results``' schema) as the frame :func:`vlmlab.study.summary_table`
     reads: one row per run, split, category (or "<category>: <wording>") and source, accuracy in %, ``config``
     taken from the column ``by``."""
-    t = pd.read_csv(csv)
-    prefix = "accuracy." if per == "category" else "wording."
-    t = t[t["metric"].str.startswith(prefix)].copy()
-    t["category"] = t["metric"].str.removeprefix(prefix)
-    if per == "wording":
-        t["category"] = t["category"].str.replace(".", ": ", n=1, regex=False)
-    t["accuracy"] = 100 * t["value"].astype(float)
+    from .study import accuracy_rows
+
+    t = accuracy_rows(pd.read_csv(csv), per)
     t["config"] = pd.Categorical(t[by].astype(str), list(dict.fromkeys(t[by].astype(str))), ordered=True)
     return t
 

@@ -415,6 +415,20 @@ def label_columns(study: Study) -> list[str]:
 GROUPINGS = ("category", "wording")
 
 
+def accuracy_rows(t: pd.DataFrame, per: str = "category") -> pd.DataFrame:
+    """The accuracy rows of a tidy frame (:func:`vlmlab.results.tidy`, or its CSV), with ``category`` (or
+    "<category>: <wording>" when ``per="wording"``) and ``accuracy`` in %."""
+    if per not in GROUPINGS:
+        raise ValueError(f"per={per!r}; allowed values: {GROUPINGS}")
+    prefix = "accuracy." if per == "category" else "wording."
+    t = t[t["metric"].str.startswith(prefix)].copy()
+    t["category"] = t["metric"].str.removeprefix(prefix)
+    if per == "wording":  # "comparison.is the <shape> ..." -> "comparison: is the <shape> ..."
+        t["category"] = t["category"].str.replace(".", ": ", n=1, regex=False)
+    t["accuracy"] = 100 * t["value"].astype(float)
+    return t
+
+
 def accuracy_frame(study: Study, per: str = "category") -> pd.DataFrame:
     """One row per (run, split, category, source) with ``accuracy`` in %: columns run, arch, seed, budget,
     config (the case's name), the cases' label columns, split, category, source (model / floor / ceiling /
@@ -422,17 +436,9 @@ def accuracy_frame(study: Study, per: str = "category") -> pd.DataFrame:
 
     ``per="wording"``: one row per wording of the categories asked two ways instead, its ``category`` column
     reading "<category>: <wording>" (records written before vlmlab recorded wordings contribute no rows)."""
-    if per not in GROUPINGS:
-        raise ValueError(f"per={per!r}; allowed values: {GROUPINGS}")
-    prefix = "accuracy." if per == "category" else "wording."
     frames = []
     for case, _, rd, rec in records(study):
-        t = tidy(rec, rd.name)
-        t = t[t["metric"].str.startswith(prefix)].copy()
-        t["category"] = t["metric"].str.removeprefix(prefix)
-        if per == "wording":  # "comparison.is the <shape> ..." -> "comparison: is the <shape> ..."
-            t["category"] = t["category"].str.replace(".", ": ", n=1, regex=False)
-        t["accuracy"] = 100 * t["value"].astype(float)
+        t = accuracy_rows(tidy(rec, rd.name), per)
         t["config"] = case.name
         for k, v in case.labels.items():
             t[k] = v
@@ -862,7 +868,7 @@ def paper_markdown(key: str) -> str:
 
 __all__ = ["Case", "Study", "canonical_knobs", "grid_study", "store_dir", "seeds_from", "table_size_study",
            "indexings_study", "attention_study", "features_study", "comparison_study", "COMPARISON_ARCHS",
-           "run_study", "describe_result", "records", "accuracy_frame", "cost_frame", "cost_table",
+           "run_study", "describe_result", "records", "accuracy_rows", "accuracy_frame", "cost_frame", "cost_table",
            "diagnostics_frame", "mixed_backbones", "stats", "reference", "summary_table", "markdown_table",
            "compare", "ranking", "gap_closed", "category_wins", "diagnostic_summary", "conclusions",
            "ablation_plot", "diagnostic_plot", "explorer", "PAPER", "paper_markdown", "EXECUTORS", "params_hash"]
