@@ -1,6 +1,7 @@
 """Defects found in a real browser and a terminal (issue 28, part 7), one test each: a stale progress bar on a
 course page, `vlmlab course` building another checkout's notebooks, a widget note naming the wrong view and
-place, attention-grid labels that overlap and cut words, and no training progress in the terminal."""
+place, attention-grid labels that overlap and cut words, papermill's `-p knobs '{...}'` failing late with a type error,
+and no training progress in the terminal."""
 from __future__ import annotations
 
 import html
@@ -133,6 +134,38 @@ def test_d_attention_grid_wraps_questions_at_words_and_rows_do_not_overlap(world
             assert lowest > highest, (lowest, highest)
     finally:
         plt.close(fig)
+
+
+# ---- e. papermill -p knobs '{"table_size": 64}' -------------------------------------------------------------------
+def test_e_knobs_as_a_json_string_read_as_the_dict():
+    from vlmlab.runs import RunConfig
+
+    as_text = RunConfig.from_params(arch="ovis", budget="smoke", knobs='{"table_size": 64}')
+    assert as_text == RunConfig.from_params(arch="ovis", budget="smoke", knobs={"table_size": 64})
+    assert RunConfig.from_params(budget="smoke", knobs="").knobs == {}
+    with pytest.raises(ValueError, match=r"parameter 'knobs' must be a dict or a JSON object string.*table_size"):
+        RunConfig.from_params(arch="ovis", budget="smoke", knobs="{table_size: 64}")
+    with pytest.raises(TypeError, match=r"parameter 'knobs'.*JSON list"):
+        RunConfig.from_params(arch="ovis", budget="smoke", knobs="[64]")
+
+
+def test_e_papermill_string_knobs_fail_in_the_parameter_check(tmp_path):
+    """papermill's -p passes the knobs as text: a malformed one fails at the config cell, naming the parameter,
+    before anything loads or trains (a valid one is read as the dict, above)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "run.ipynb"),
+                           str(tmp_path / "out.ipynb"), "-p", "arch", "ovis", "-p", "budget", "smoke",
+                           "-p", "knobs", "{table_size: 64}", "-p", "output_dir", str(tmp_path),
+                           "--no-progress-bar", "--cwd", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode != 0
+    assert "parameter 'knobs' must be a dict or a JSON object string" in proc.stderr, proc.stderr[-2000:]
+    executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    failed = [i for i, c in enumerate(executed.cells) if c.cell_type == "code" and any(
+        o.get("output_type") == "error" for o in c.get("outputs", []))]
+    first_code = [i for i, c in enumerate(executed.cells) if c.cell_type == "code"]
+    assert failed == [first_code[2]]  # parameters, injected parameters, then the config cell: nothing trained
 
 
 # ---- g. training progress reaches the terminal while papermill runs a notebook ----------------------------------

@@ -65,7 +65,7 @@ class RunConfig:
         _expect("budget", budget, str)
         b = get_budget(budget)
         check_seed("seed", seed)
-        _expect("knobs", knobs if knobs is not None else {}, dict)
+        knobs = _knobs_dict(knobs)
         _expect("precision", precision, str)
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r}; allowed values: {list(PRECISIONS)}")
@@ -106,6 +106,24 @@ def _expect(name, value, typ):
     if not ok:
         raise TypeError(f"parameter {name!r} must be {article(typ.__name__)}, got {value!r} "
                         f"({type(value).__name__})")
+
+
+def _knobs_dict(knobs) -> dict:
+    """Knobs as a dict; a JSON object string is read as one, since papermill's ``-p knobs '{...}'`` passes a
+    string (its ``-y`` passes YAML, a dict)."""
+    if knobs is None:
+        return {}
+    if isinstance(knobs, str):
+        try:
+            knobs = json.loads(knobs) if knobs.strip() else {}
+        except json.JSONDecodeError as e:
+            raise ValueError(f"parameter 'knobs' must be a dict or a JSON object string, e.g. '{{\"table_size\": "
+                             f"64}}'; got {knobs!r} ({e.msg} at character {e.pos})") from None
+        if not isinstance(knobs, dict):
+            raise TypeError(f"parameter 'knobs' must be a dict or a JSON object string, got the JSON "
+                            f"{type(knobs).__name__} {knobs!r}")
+    _expect("knobs", knobs, dict)
+    return knobs
 
 
 def _check_max_new_tokens(value, data) -> None:
