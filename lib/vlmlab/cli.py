@@ -146,7 +146,8 @@ def cmd_run(a):
     print_summary(rec)
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The ``vlmlab`` command line, every subcommand (the docs' commands are checked against it)."""
     p = argparse.ArgumentParser(prog="vlmlab", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -194,8 +195,11 @@ def main(argv=None):
     from .score import add_cli as add_score_cli
     add_export_cli(sub)
     add_score_cli(sub)
+    return p
 
-    a = p.parse_args(argv)
+
+def main(argv=None):
+    a = build_parser().parse_args(argv)
     # the project's own errors end in one line, no traceback: bad input (2), a run that failed or a file that
     # could not be written or read (1), Ctrl-C (130)
     try:

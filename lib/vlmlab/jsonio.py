@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+PENDING = ".pending"  # where a run's notebook writes its record until the whole notebook has executed
+
 
 def write_json_atomic(path: str | Path, obj) -> None:
     """Write JSON to a temporary file beside ``path``, fsync, then rename: readers never see half a record."""

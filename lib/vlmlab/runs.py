@@ -27,7 +27,7 @@ from .checks import article, check_output_dir, check_seed
 from .device import PRECISIONS, pick_device, seed_everything
 from .evaluate import evaluate
 from .generate import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT
-from .jsonio import params_hash, write_json_atomic
+from .jsonio import PENDING, params_hash, write_json_atomic
 from .train import NonFiniteLoss, train_stages
 from .world import World, WorldConfig
 
@@ -99,6 +99,14 @@ class RunConfig:
 
 _HOW_IT_RUNS = ("checkpoint_every", "resume")  # RunConfig fields that do not change a run's result
 CHECKPOINTS = "checkpoints"  # the folder of a run's checkpoints, inside its output directory
+
+
+def checkpoint_dir(output_dir: str | Path) -> Path:
+    """``<run dir>/checkpoints``. A notebook executed for the CLI or a sweep writes its record into
+    ``<run dir>/.pending`` until it completes; its checkpoints belong to the run directory, where ``--resume``
+    looks, and outlive a failed execution."""
+    out = Path(output_dir)
+    return (out.parent if out.name == PENDING else out) / CHECKPOINTS
 
 
 def _expect(name, value, typ):
@@ -354,7 +362,7 @@ def _run(config: RunConfig, budget: Budget, dist, device, progress, backbones, o
     if config.checkpoint_every or config.resume:
         from .checkpoint import Checkpointing
 
-        checkpoint = Checkpointing(Path(output_dir) / CHECKPOINTS, config.checkpoint_every, config.resume,
+        checkpoint = Checkpointing(checkpoint_dir(output_dir), config.checkpoint_every, config.resume,
                                    {**key, "world_size": ranks}, writer)
     t_train = time.perf_counter()
     try:

@@ -59,13 +59,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checks import article, check_output_dir, check_seed
-from .jsonio import RecordError, load_record, params_hash, read_record, write_json_atomic
+from .jsonio import PENDING, RecordError, load_record, params_hash, read_record, write_json_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "papermill_runs"
 SPEC_FIELDS = ("name", "notebook", "fixed", "grid", "seeds", "out", "cases")
 RESERVED_PARAMS = ("output_dir",)  # set by the sweep for every run
-PENDING = ".pending"  # where a run's notebook writes its record until the whole notebook has executed
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -87,7 +86,7 @@ def execute_notebook(notebook: str | Path, run_dir: str | Path, params: dict, *,
     complete run) only after papermill has executed every cell."""
     import papermill as pm
 
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).absolute()  # the kernel runs in run_dir: a relative path would point inside it
     check_output_dir("output_dir", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "params.json", params)
