@@ -44,7 +44,6 @@ import ast
 import contextlib
 import copy
 import fcntl
-import hashlib
 import itertools
 import json
 import os
@@ -52,7 +51,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
