@@ -138,6 +138,24 @@ def spatial_levers(results: Path = RESULTS) -> str:
                      .rename_axis("lever"))
 
 
+@generator("spatial-plateau")
+def spatial_plateau(results: Path = RESULTS) -> str:
+    """Per spatial lever, the spatial loss on a fixed validation batch (recorded every 100 steps): its lowest and
+    last value and the best accuracy on that batch, mean over seeds. Yes/no at chance is a loss of ln 2."""
+    c = pd.read_csv(results / "spatial-curves.csv")
+    per_run = c.groupby(["lever", "seed"]).agg(lowest=("spatial_val_loss", "min"),
+                                               last=("spatial_val_loss", "last"),
+                                               best=("spatial_val_accuracy", "max"),
+                                               steps=("step", "max"))
+    t = per_run.groupby("lever").agg(lowest=("lowest", "mean"), last=("last", "mean"), best=("best", "mean"),
+                                     steps=("steps", "max"), seeds=("lowest", "size"))
+    out = pd.DataFrame({"lowest spatial loss": t["lowest"].map("{:.3f}".format),
+                        "last spatial loss": t["last"].map("{:.3f}".format),
+                        "best spatial accuracy (%)": t["best"].map("{:.1f}".format),
+                        "last step (both stages)": t["steps"], "seeds": t["seeds"]})
+    return _markdown(out.rename_axis("lever"))
+
+
 def _fmt(value, digits: int = 1, scale: float = 1.0) -> str:
     return "–" if value is None else f"{scale * float(value):,.{digits}f}"
 
