@@ -22,7 +22,7 @@ from .backbones import Backbones, load_backbones
 from .backbones import cache
 from .backbones.cache import cache_root, config_key
 from .budgets import BUDGETS, Budget, get_budget
-from .data.run_data import run_data
+from .data.run_data import SourceData, WorldData, run_data
 from .checks import article, check_output_dir, check_seed
 from .device import PRECISIONS, pick_device, seed_everything
 from .evaluate import evaluate
@@ -330,100 +330,141 @@ def run(config: RunConfig, *, progress: bool = True, backbones: Backbones | None
 
 
 def _run(config: RunConfig, budget: Budget, dist, device, progress, backbones, output_dir, reuse) -> Experiment:
+    """The experiment, config -> data -> backbones -> model -> train -> evaluate -> record, inside its one cache:
+    a model trained before under the same key is reused when asked, and every newly trained one is stored."""
     writer = dist is None or dist.is_writer
     ranks = dist.world_size if dist is not None else 1
     if budget.vlm_batch % ranks:
         raise ValueError(f"{ranks} processes cannot share budget {budget.name!r}'s batch of {budget.vlm_batch}: "
                          "give a number of processes that divides it")
     t_start = time.perf_counter()
-    needed = backbones_needed(config.arch, config.knobs)
+    inputs = _inputs(config, budget, device, progress, backbones)
+    key = _model_key(config, budget, inputs.backbones, device, inputs.source.key())
+    if ranks > 1:  # gradients averaged over shards round differently from one batch's: another trained model
+        key["world_size"] = ranks
+    record = _reused(key, inputs.model, device) if reuse else None
+    if record is None:
+        checkpoint = _checkpointing(config, output_dir, key, ranks, writer)
+        logs, train_s = _train(config, inputs, budget, device, dist, checkpoint, progress and writer)
+        if not writer:  # rank 0 evaluates and writes; the others' work ends with the training
+            return Experiment(config, inputs.model, inputs.world, inputs.backbones, None)
+        record = _record(config, budget, inputs, _evaluate(config, inputs, budget, device, progress), logs, train_s,
+                         key, device, dist, checkpoint, time.perf_counter() - t_start)
+        _store_model(key, inputs.model, record)
+    if output_dir is not None and writer:
+        write_json_atomic(Path(output_dir) / "record.json", record)
+    return Experiment(config, inputs.model, inputs.world, inputs.backbones, record if writer else None)
+
+
+@dataclass
+class _Inputs:
+    """What a run trains: its data (the world, and the source it trains and is evaluated on), the backbones it
+    reads and the model built on them."""
+
+    world: World
+    source: WorldData | SourceData
+    backbones: Backbones
+    model: VLM
+
+
+def _inputs(config: RunConfig, budget: Budget, device, progress, backbones: Backbones | None) -> _Inputs:
     # only the backbones this arch reads: a first LLaVA run does not wait for the MIM encoder
-    bb = backbones or load_backbones(WorldConfig(), budget, device=device, progress=progress, kinds=needed)
+    bb = backbones or load_backbones(WorldConfig(), budget, device=device, progress=progress,
+                                     kinds=backbones_needed(config.arch, config.knobs))
     # backbones handed in (real checkpoints) bring their tokenizer: a data source's text is encoded as their LM reads it
     world = World(WorldConfig(), seed=config.seed, tokenizer=backbones.tokenizer if backbones is not None else None)
     source = run_data(config.data, config.eval_data, config.image_root, config.seed, config.max_new_tokens)
-
     seed_everything(config.seed)
-    model = build(config.arch, bb, budget, config.knobs).to(device)
-    key = _model_key(config, budget, bb, device, source.key())
-    if ranks > 1:  # gradients averaged over shards round differently from one batch's: another trained model
-        key["world_size"] = ranks
-    hit = cache.lookup("model", key, cache_root() / "models") if reuse else None
-    if hit is not None:
-        from safetensors.torch import load_model
+    return _Inputs(world, source, bb, build(config.arch, bb, budget, config.knobs).to(device))
 
-        load_model(model, str(hit / "model.safetensors"), device=str(device))
-        model.eval()
-        record = {**json.loads((hit / "record.json").read_text()), "reused": str(hit)}
-        if output_dir is not None and writer:
-            write_json_atomic(Path(output_dir) / "record.json", record)
-        return Experiment(config, model, world, bb, record if writer else None)
-    checkpoint = None
-    if config.checkpoint_every or config.resume:
-        from .checkpoint import Checkpointing
 
-        checkpoint = Checkpointing(checkpoint_dir(output_dir), config.checkpoint_every, config.resume,
-                                   {**key, "world_size": ranks}, writer)
-    t_train = time.perf_counter()
+def _reused(key: dict, model: VLM, device) -> dict | None:
+    """The record of a model trained before under ``key``, its weights loaded into ``model``; None if none is cached."""
+    hit = cache.lookup("model", key, cache_root() / "models")
+    if hit is None:
+        return None
+    from safetensors.torch import load_model
+
+    load_model(model, str(hit / "model.safetensors"), device=str(device))
+    model.eval()
+    return {**json.loads((hit / "record.json").read_text()), "reused": str(hit)}
+
+
+def _checkpointing(config: RunConfig, output_dir, key: dict, ranks: int, writer: bool):
+    if not (config.checkpoint_every or config.resume):
+        return None
+    from .checkpoint import Checkpointing
+
+    return Checkpointing(checkpoint_dir(output_dir), config.checkpoint_every, config.resume,
+                         {**key, "world_size": ranks}, writer)
+
+
+def _train(config: RunConfig, inputs: _Inputs, budget: Budget, device, dist, checkpoint,
+           progress) -> tuple[list, float]:
+    """Train every stage of the model; returns the stages' logs and the training seconds."""
+    t = time.perf_counter()
     try:
-        data = (source.batches(world, budget) if dist is None
-                else source.batches(world, budget, rank=dist.rank, ranks=ranks))
+        data = (inputs.source.batches(inputs.world, budget) if dist is None
+                else inputs.source.batches(inputs.world, budget, rank=dist.rank, ranks=dist.world_size))
         kw = {} if checkpoint is None and dist is None else {"checkpoint": checkpoint, "dist": dist}
-        logs = train_stages(model, model.stages(), data, budget, device=device,
-                            precision=config.precision, progress=progress and writer, **kw)
+        logs = train_stages(inputs.model, inputs.model.stages(), data, budget, device=device,
+                            precision=config.precision, progress=progress, **kw)
     except NonFiniteLoss as e:
         raise _non_finite_advice(config, e) from None
-    train_s = time.perf_counter() - t_train
-    if not writer:  # rank 0 evaluates and writes; the others' work ends with the training
-        return Experiment(config, model, world, bb, None)
+    return logs, time.perf_counter() - t
+
+
+def _evaluate(config: RunConfig, inputs: _Inputs, budget: Budget, device, progress) -> dict:
+    """The trained model's accuracies, per wording, valid-answer rates and diagnostics, and the references."""
+    model, world, source = inputs.model, inputs.world, inputs.source
     metrics, model_wordings, model_valid = source.evaluate(model, world, budget, config.precision)
-    wordings = {"model": model_wordings} if model_wordings else {}
-    valid = {"model": model_valid}
     diagnostics = model.diagnostics(source.diagnostic_batch(model, world, min(64, budget.eval_batch)))
     # the floor and ceiling are the world's (the oracle reads its scene text): none for another data source
-    refs = (_references(bb, world, budget, device, config.precision, progress)
+    refs = (_references(inputs.backbones, world, budget, device, config.precision, progress)
             if config.references and source.is_world else {})
-    wordings.update(refs.get("wordings", {}))
-    valid.update(refs.get("valid", {}))
+    return {"metrics": metrics, "wordings": {**({"model": model_wordings} if model_wordings else {}),
+                                             **refs.get("wordings", {})},
+            "valid": {"model": model_valid, **refs.get("valid", {})}, "refs": refs, "diagnostics": diagnostics}
 
+
+def _record(config: RunConfig, budget: Budget, inputs: _Inputs, ev: dict, logs, train_s: float, key: dict, device,
+            dist, checkpoint, wall_s: float) -> dict:
+    metrics, refs = ev["metrics"], ev["refs"]
     n_samples = sum(l.samples for l in logs)
     record = {
         "config": config.resolved(),
         "budget": budget.as_dict(),
-        "data": source.describe(),  # what it trained and was evaluated on
+        "data": inputs.source.describe(),  # what it trained and was evaluated on
         "metrics": {k: v for k, v in metrics.items() if k != "chance"},
         "chance": metrics["chance"],
         "floor": refs.get("floor"),
         "ceiling": refs.get("ceiling"),
         # {model | floor | ceiling: {split | chance: {category: {wording: accuracy}}}}: the categories asked in
         # more than one wording, per wording (results.wording_table)
-        "wordings": wordings,
+        "wordings": ev["wordings"],
         # {model | floor | ceiling: {split: {category: share}}}: argmax answers inside the question's answer set
-        "valid_answer_rate": valid,
+        "valid_answer_rate": ev["valid"],
         "losses": {l.name: l.losses for l in logs},
         "stages": [{"name": l.name, "steps": l.steps, "seconds": l.seconds, "samples_per_s": l.samples_per_s,
                     "final_loss": l.losses[-1] if l.losses else None} for l in logs],
         "train_seconds": train_s,
         "samples_per_s": n_samples / train_s if train_s else None,
-        "wall_seconds": time.perf_counter() - t_start,
-        "params": model.param_counts(),
-        "diagnostics": diagnostics,
+        "wall_seconds": wall_s,
+        "params": inputs.model.param_counts(),
+        "diagnostics": ev["diagnostics"],
         "environment": {"vlmlab": __version__, "torch": torch.__version__, "device": str(device),
                         "threads": torch.get_num_threads(), "python": platform.python_version(),
-                        "world_size": ranks},
-        "backbones": _used_paths(bb, needed),
+                        "world_size": dist.world_size if dist is not None else 1},
+        "backbones": _used_paths(inputs.backbones, backbones_needed(config.arch, config.knobs)),
         "backbone_ids": key["backbones"],  # which builds: entry name and content hash (cache.fingerprint)
-        **source.record_extras(),  # a data source's one-word score and generated answers; nothing for the world
+        **inputs.source.record_extras(),  # a data source's one-word score and generated answers; none for the world
     }
     if dist is not None:
         record["distributed"] = dist.describe()
     if checkpoint is not None:
         record["checkpoints"] = {"every": checkpoint.every, "directory": str(checkpoint.directory),
                                  "resumed_from": checkpoint.resumed_from}
-    _store_model(key, model, record)
-    if output_dir is not None:
-        write_json_atomic(Path(output_dir) / "record.json", record)
-    return Experiment(config, model, world, bb, record)
+    return record
 
 
 __all__ = ["RunConfig", "Experiment", "run", "write_json_atomic", "params_hash", "BUDGETS"]
