@@ -35,3 +35,15 @@ def test_committed_docs_match_their_data():
     r = subprocess.run([sys.executable, str(REPO / "tools" / "render_docs.py"), "--check"], capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_the_figures_are_drawn_from_the_csvs(tmp_path):
+    from vlmlab.doctables import FIGURES, render_figures
+
+    _tidy(tmp_path)
+    written = render_figures(tmp_path / "figures", tmp_path)
+    assert [p.name for p in written] == list(FIGURES)
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+    (tmp_path / "world-v2.csv").write_text("run,arch,seed,budget,source,split,metric,value\n")
+    with pytest.raises(ValueError, match="no model accuracy"):
+        render_figures(tmp_path / "empty", tmp_path)

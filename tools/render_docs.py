@@ -1,14 +1,15 @@
-"""Regenerate every table marked in README.md, data/ and docs/ from the CSVs under docs/results/.
+"""Regenerate every table marked in README.md, data/ and docs/, and the figures under docs/figures/, from the
+CSVs under docs/results/.
 
-    python tools/render_docs.py            # rewrite the marked blocks
-    python tools/render_docs.py --check    # exit 1, naming each doc that differs from its data
+    python tools/render_docs.py            # rewrite the marked blocks and draw the figures
+    python tools/render_docs.py --check    # exit 1, naming each doc whose tables differ from their data
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from vlmlab.doctables import REPO, doc_files, render
+from vlmlab.doctables import REPO, doc_files, render, render_figures
 
 
 def main(argv=None) -> int:
@@ -18,6 +19,9 @@ def main(argv=None) -> int:
     changed = [p for p in doc_files() if p.is_file() and render(p, check=a.check)]
     for p in changed:
         print(f"{'drifted' if a.check else 'rendered'}: {p.relative_to(REPO)}", file=sys.stderr)
+    if not a.check:
+        for p in render_figures():
+            print(f"drawn: {p.relative_to(REPO)}", file=sys.stderr)
     return 1 if a.check and changed else 0
 
 

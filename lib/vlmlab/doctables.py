@@ -201,6 +201,18 @@ def benchmarks(results: Path = RESULTS) -> str:
             cols[f"`{f.name}`"] = col
         parts.append("Throughput (`benchmarks/run_all.py`), one column per results file:\n\n"
                      + _markdown(pd.DataFrame(cols).rename_axis("measure")))
+    ab = bench / "ab-llava.json"
+    if ab.is_file():
+        d = json.loads(ab.read_text())
+        rows = [{"round": i, "first": "A" if i % 2 == 0 else "B", "A total, s": _fmt(r["A"]["total_s"], 0),
+                 "B total, s": _fmt(r["B"]["total_s"], 0), "B/A total": _fmt(r["ratio_total"], 2),
+                 "B/A training": _fmt(r["ratio_train"], 2)} for i, r in enumerate(d["rounds"])]
+        parts.append(f"A LLaVA run at the default budget, shortened to {d['steps']} steps and "
+                     f"{d['eval_per_category']} questions per category, timed against revision `{d['ref']}` (A) and "
+                     f"this checkout (B), alternated in one benchmark run (`benchmarks/ab_llava.py`, "
+                     f"`benchmarks/ab-llava.json`); "
+                     f"median B/A wall time {_fmt(d['median_ratio_total'], 2)}:\n\n"
+                     + _markdown(pd.DataFrame(rows).set_index("round")))
     return "\n".join(parts) if parts else "No benchmark results in `benchmarks/`.\n"
 
 
@@ -240,6 +252,42 @@ def mim_levers(results: Path = RESULTS) -> str:
                                           **{f"{a} (block)": f"{px[a]:.1f}" for a in ("texture", "color", "shape")
                                              if a in px.index}}
     return _markdown(pd.DataFrame(rows).T.rename_axis("recipe"))
+
+
+@generator("mim-bounds")
+def mim_bounds(results: Path = RESULTS) -> str:
+    """The masked-patch loss of simple predictors that need no training beyond averages, on the MIM targets."""
+    t = pd.read_csv(results / "mim-bounds.csv")
+    t["loss"] = t["loss"].map("{:.3f}".format)
+    return _markdown(t.pivot(index="predictor", columns="target", values="loss").fillna("")
+                     .reindex(list(dict.fromkeys(t["predictor"]))))
+
+
+def designs_figure(results: Path = RESULTS):
+    """Every design on world v2 per category (test split): bars over seeds beside floor, ceiling and chance."""
+    from .study import ablation_plot
+
+    frame = tidy_frame(results / "world-v2.csv")
+    return ablation_plot(frame, x="config", xlabel="design", title="world v2, default budget: accuracy per "
+                         "category (test split; bars: mean, error bars: sd over seeds)")
+
+
+FIGURES: dict[str, Callable] = {"world-v2-designs.png": designs_figure}  # docs/figures/<name>, from the CSVs
+
+
+def render_figures(out: Path = REPO / "docs" / "figures", results: Path = RESULTS) -> list[Path]:
+    """Draw every figure the docs show from the committed CSVs. Not part of ``--check``: a PNG's bytes depend on
+    the matplotlib build, so only the tables are compared."""
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, draw in FIGURES.items():
+        fig = draw(results)
+        fig.savefig(out / name, dpi=80)
+        plt.close(fig)
+        written.append(out / name)
+    return written
 
 
 def render_text(text: str, results: Path = RESULTS) -> str:
