@@ -148,6 +148,23 @@ def test_vision_encoders_shapes_and_normalisation(real):
     assert real.mim_decoder(tokens, ids_restore).shape == (2, 16, 16 * 16 * 3)
 
 
+def test_images_are_preprocessed_as_each_vit_was_trained(real):
+    """Mean, std and the resize interpolation come from timm's data config of each checkpoint (no centre crop:
+    a scene fills its canvas)."""
+    import torch.nn.functional as F
+    from timm.data import resolve_model_data_config
+
+    for enc in (real.cl, real.mim):
+        cfg = resolve_model_data_config(enc.vit)
+        assert enc.interpolation == cfg["interpolation"]
+        assert torch.allclose(enc.mean.flatten(), torch.tensor(cfg["mean"]))
+    cl = real.cl
+    assert cl.interpolation == "bicubic"  # vit CLIP configs resize bicubic
+    px = torch.rand(2, 3, 64, 64)
+    want = F.interpolate(px, size=(cl.img_size,) * 2, mode="bicubic", align_corners=False).clamp(0, 1)
+    assert torch.allclose(cl.prepare(px), (want - cl.mean) / cl.std)
+
+
 def test_llava_trains_on_a_world_batch_with_the_real_tokenizer(real, smoke_budget):
     world = World(seed=0, tokenizer=real.tokenizer)
     img = real.tokenizer.convert_tokens_to_ids(IMG)

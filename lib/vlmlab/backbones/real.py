@@ -300,10 +300,21 @@ def load_vit(spec: str, arg: str = "cl", create_args: dict | None = None) -> tup
         warnings.warn(f"{arg}={spec!r}: checkpoint keys the architecture does not use were ignored: "
                       f"{unexpected[:8]}", stacklevel=3)
     _check_vit(vit, arg, spec)
-    cfg = vit.pretrained_cfg or {}
-    cfg.pop("state_dict", None)  # the in-memory checkpoint handed to timm: do not keep (or deep-copy) it
-    enc = VisionEncoder(vit, mean=tuple(cfg.get("mean", (0.5, 0.5, 0.5))), std=tuple(cfg.get("std", (0.5, 0.5, 0.5))))
+    (vit.pretrained_cfg or {}).pop("state_dict", None)  # the in-memory checkpoint handed to timm: do not keep it
+    enc = VisionEncoder(vit, **vit_preprocessing(vit))
     return enc.eval(), source
+
+
+def vit_preprocessing(vit) -> dict:
+    """The image preprocessing a timm ViT was trained with, from its data config (``resolve_model_data_config``):
+    pixel mean and std, and the resize interpolation. Its centre crop is left out on purpose: a world scene fills
+    its square canvas, and a crop would cut objects at the border out of the questions' reach."""
+    from timm.data import resolve_model_data_config
+
+    cfg = resolve_model_data_config(vit)
+    mode = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}.get(cfg.get("interpolation"),
+                                                                                    "bilinear")
+    return {"mean": tuple(cfg["mean"]), "std": tuple(cfg["std"]), "interpolation": mode}
 
 
 # ---- MAE decoder -------------------------------------------------------------------------------------------

@@ -66,9 +66,10 @@ def make_vit(image_size: int, patch: int, dim: int, depth: int, heads: int, pos_
 class VisionEncoder(nn.Module):
     """A timm ViT plus its pixel normalisation. ``layers`` index blocks like Python (-1 = last, -2 = penultimate)."""
 
-    def __init__(self, vit: nn.Module, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)):
+    def __init__(self, vit: nn.Module, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), interpolation: str = "bilinear"):
         super().__init__()
         self.vit = vit
+        self.interpolation = interpolation  # how images are resized to the ViT's input (a real ViT's data config)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
@@ -99,7 +100,8 @@ class VisionEncoder(nn.Module):
     def prepare(self, pixels: torch.Tensor) -> torch.Tensor:
         """[B,3,H,W] in [0,1] -> normalised, resized to the ViT's input size."""
         if pixels.shape[-1] != self.img_size:
-            pixels = F.interpolate(pixels, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
+            pixels = F.interpolate(pixels, size=(self.img_size, self.img_size), mode=self.interpolation,
+                                   align_corners=False).clamp(0, 1)
         return (pixels - self.mean) / self.std
 
     def embed_patches(self, pixels: torch.Tensor) -> torch.Tensor:
