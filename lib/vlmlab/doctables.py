@@ -230,6 +230,10 @@ def mim_levers(results: Path = RESULTS) -> str:
     """Each MIM pretraining recipe tried: its final loss against the mean-image reference, and the best block's
     held-out texture (and colour, shape) probe accuracy; the CL encoder and the raw pixels for comparison."""
     t = pd.read_csv(results / "mim-levers.csv")
+    bounds = results / "mim-bounds.csv"
+    b = pd.read_csv(bounds) if bounds.is_file() else pd.DataFrame(columns=["target", "predictor", "loss"])
+    ref = b[(b["target"] == "clean, per-patch norm") & (b["predictor"] == "the average training image")]["loss"]
+    norm_ref = f"{ref.iloc[0]:.3f}" if len(ref) else "–"
     rows = {}
     for v, g in t[t["encoder"] != "pixels"].groupby("variant", sort=False):
         r = g.iloc[0]
@@ -239,8 +243,8 @@ def mim_levers(results: Path = RESULTS) -> str:
             f"{int(r['steps'])} steps")
         if pd.isna(r["mask_ratio"]):
             loss = f"{r['loss_last50']:.3f} (contrastive)"
-        elif r["norm_pix"] is True or str(r["norm_pix"]) == "True":  # per-patch targets: no mean-image reference
-            loss = f"{r['loss_last50']:.3f} / –"
+        elif r["norm_pix"] is True or str(r["norm_pix"]) == "True":  # per-patch targets: the reference of mim-bounds
+            loss = f"{r['loss_last50']:.3f} / {norm_ref}"
         else:
             loss = f"{r['loss_last50']:.3f} / {r['mean_image_loss']:.3f}"
         rows[recipe] = {"loss / mean-image loss": loss,
@@ -261,6 +265,21 @@ def mim_bounds(results: Path = RESULTS) -> str:
     t["loss"] = t["loss"].map("{:.3f}".format)
     return _markdown(t.pivot(index="predictor", columns="target", values="loss").fillna("")
                      .reindex(list(dict.fromkeys(t["predictor"]))))
+
+
+@generator("mim-fed")
+def mim_fed(results: Path = RESULTS) -> str:
+    """The MIM-fed designs on texture: accuracy, the blind floor, and the paired difference (95 % interval)."""
+    from .stats import paired, per_seed
+    from .study import summary_table
+
+    frame = tidy_frame(results / "mim-fed.csv", by="design")
+    t = summary_table(frame, split="test", categories=("texture", "overall"))
+    lift = {str(d): str(paired(per_seed(frame, "config", d, "texture"),
+                               per_seed(frame, "config", d, "texture", source="floor")))
+            for d in frame["config"].cat.categories}
+    t.insert(1, "texture minus floor", pd.Series(lift))
+    return _markdown(t.loc[[r for r in t.index if r != "ceiling (text oracle)"]].fillna("").rename_axis("design"))
 
 
 def designs_figure(results: Path = RESULTS):
