@@ -494,19 +494,23 @@ def test_sigint_and_sigkill_at_random_points_then_resume(tmp_path, sweep_env):
         launched = time.time() - 1.0  # file times are coarse
         proc = launch(y, tmp_path / "o", {**env, "VLMLAB_FAULTS_SLEEP": "1.5"})
         t0 = time.monotonic()
+        def reached() -> bool:
+            if anchor == "launch":  # the driver is past its imports and checks: sweeping
+                return (spec.sweep_dir / "sweep.json").exists() and \
+                    (spec.sweep_dir / "sweep.json").stat().st_mtime >= launched
+            if anchor == "pending":  # a run's notebook has written its record: it is in its last cell
+                return any(any(rd.rglob("record.json")) for rd in ledger.dirs if rd not in done_before)
+            return bool(set(ledger.complete()) - done_before)
+
         hit = False
         while proc.poll() is None and time.monotonic() - t0 < 240:
-            if anchor == "launch":  # the driver is past its imports and checks: sweeping
-                hit = (spec.sweep_dir / "sweep.json").exists() and \
-                    (spec.sweep_dir / "sweep.json").stat().st_mtime >= launched
-            elif anchor == "pending":  # a run's notebook has written its record: it is in its last cell
-                hit = any(any(rd.rglob("record.json")) for rd in ledger.dirs if rd not in done_before)
-            else:
-                hit = bool(set(ledger.complete()) - done_before)
-            if hit:
+            if hit := reached():
                 break
             time.sleep(0.05)
-        assert hit, f"the sweep ended before the {anchor!r} point"
+        if not hit and reached():  # reached between the last look and the sweep's exit: nothing left to stop
+            pytest.fail(f"the sweep ran to its end past the {anchor!r} point before the kill; rc {proc.returncode}, "
+                        f"stderr: {proc.stderr.read()[-1500:]}")
+        assert hit, f"the sweep ended before the {anchor!r} point; rc {proc.returncode}: {proc.stderr.read()[-1500:]}"
         time.sleep(delay)
         os.killpg(proc.pid, sig)
         t_kill = time.monotonic()
