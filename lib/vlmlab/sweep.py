@@ -180,6 +180,9 @@ def _log_tail(path: Path, n: int = 2000) -> str:
 
 _ACTIVE: set[subprocess.Popen] = set()  # this process's running papermill children (stopped on Ctrl-C)
 _ACTIVE_LOCK = threading.Lock()
+# set on Ctrl-C, under _ACTIVE_LOCK: a worker thread that picks up a run after the stop began does not start it
+# (it would inherit the stop's ignored SIGINT, escape _stop_active's snapshot and run to its end)
+_STOPPING = threading.Event()
 _INTERRUPTED_RC = (-signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL, 130, 137, 143)
 
 
@@ -205,14 +208,19 @@ def run_one(notebook: str, run_dir: str, params: dict, threads: int | None = Non
         with open(log_path, "w") as log:
             # the child inherits the lock's file descriptor: the run stays locked while it lives, even if this
             # process dies first
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=(lock.fileno(),))
             with _ACTIVE_LOCK:
-                _ACTIVE.add(proc)
+                proc = None if _STOPPING.is_set() else subprocess.Popen(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=(lock.fileno(),))
+                if proc is not None:
+                    _ACTIVE.add(proc)
             try:
-                rc = proc.wait()
+                rc = proc.wait() if proc is not None else None
             finally:
                 with _ACTIVE_LOCK:
                     _ACTIVE.discard(proc)
+        if proc is None:
+            log_path.unlink(missing_ok=True)
+            return {"status": "interrupted", "error": "the sweep was stopping: not started", "seconds": 0.0}
         seconds = time.perf_counter() - t0
         if rc == 0 and read_record(run_dir) is not None:
             return {"status": "done", "error": None, "seconds": seconds}
@@ -251,6 +259,7 @@ def _child_main() -> None:
 def _stop_active(grace: float = 10.0) -> None:
     """Ctrl-C: ask running papermill children to stop (papermill shuts its kernel down), then kill stragglers."""
     with _ACTIVE_LOCK:
+        _STOPPING.set()
         procs = list(_ACTIVE)
     for p in procs:
         with contextlib.suppress(OSError):
@@ -686,6 +695,7 @@ def _run_local(spec, pending, workers, threads, collect) -> None:
 
     # threads only wait on their papermill child processes: one process per run, `workers` at a time
     ex = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlmlab-sweep")
+    _STOPPING.clear()
     try:
         futs = {ex.submit(run_one, str(spec.notebook), str(rd), p, threads): (p, rd) for p, rd in pending}
         remaining = set(futs)
