@@ -213,11 +213,12 @@ def run_one(notebook: str, run_dir: str, params: dict, threads: int | None = Non
                     cmd, stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=(lock.fileno(),))
                 if proc is not None:
                     _ACTIVE.add(proc)
-            try:
-                rc = proc.wait() if proc is not None else None
-            finally:
-                with _ACTIVE_LOCK:
-                    _ACTIVE.discard(proc)
+            if proc is not None:
+                try:
+                    rc = proc.wait()
+                finally:
+                    with _ACTIVE_LOCK:
+                        _ACTIVE.discard(proc)
         if proc is None:
             log_path.unlink(missing_ok=True)
             return {"status": "interrupted", "error": "the sweep was stopping: not started", "seconds": 0.0}

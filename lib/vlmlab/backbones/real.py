@@ -312,8 +312,7 @@ def vit_preprocessing(vit) -> dict:
     from timm.data import resolve_model_data_config
 
     cfg = resolve_model_data_config(vit)
-    mode = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}.get(cfg.get("interpolation"),
-                                                                                    "bilinear")
+    mode = cfg.get("interpolation") if cfg.get("interpolation") in ("bicubic", "bilinear", "nearest") else "bilinear"
     return {"mean": tuple(cfg["mean"]), "std": tuple(cfg["std"]), "interpolation": mode}
 
 
