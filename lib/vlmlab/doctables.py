@@ -86,6 +86,19 @@ def designs(results: Path = RESULTS) -> str:
     return _markdown(summary_table(frame, split="test").rename_axis("design"))
 
 
+@generator("world-v2-headline")
+def designs_headline(results: Path = RESULTS) -> str:
+    """The designs table of the README: the same rows as ``world-v2-designs``, each category as its mean over
+    seeds and only the overall with its sd (the spreads of every cell are in docs/results.md)."""
+    from .study import summary_table
+
+    t = summary_table(tidy_frame(results / "world-v2.csv"), split="test")
+    for c in t.columns:
+        if c not in ("overall", "seeds"):
+            t[c] = t[c].astype(str).str.split(" ±").str[0]
+    return _markdown(t.rename_axis("design"))
+
+
 @generator("world-v2-design-wordings")
 def design_wordings(results: Path = RESULTS) -> str:
     from .study import summary_table
