@@ -168,6 +168,25 @@ def test_e_papermill_string_knobs_fail_in_the_parameter_check(tmp_path):
     assert failed == [first_code[2]]  # parameters, injected parameters, then the config cell: nothing trained
 
 
+# ---- f. "is there an orange cross ?", not "a orange" -------------------------------------------------------------
+def test_f_questions_use_an_before_a_vowel_and_the_lm_reads_the_same_ids():
+    from vlmlab.world import World, WorldConfig, build_tokenizer
+    from vlmlab.world.questions import solve, wording
+
+    w = World(WorldConfig(), seed=0)
+    questions = [w.sample("test", i, image=False).qa.question for i in range(400)]
+    questions += [q for i in range(50) for q, _ in w.sample_with_questions("test", i, 6, image=False).extra_qa]
+    words = [q.split() for q in questions]
+    assert not [q for q in words for a, b in zip(q, q[1:]) if a == "a" and b[0] in "aeiou"]
+    assert any("an orange" in q for q in questions)
+    tok = build_tokenizer(w.config)
+    assert tok("is there an orange cross ?").input_ids == tok("is there a orange cross ?").input_ids
+    assert tok.unk_token_id not in tok("is there an orange cross or a red circle ?").input_ids
+    scene = w.sample("test", 0, image=False).scene
+    assert solve("is there an orange cross ?", scene) == solve("is there a orange cross ?", scene)
+    assert wording("is there an orange cross ?", w.config) == "is there a <color> <shape> ?"
+
+
 # ---- g. training progress reaches the terminal while papermill runs a notebook ----------------------------------
 class _KernelStderr(io.StringIO):
     """What sys.stderr is in an ipykernel: the notebook's stream, with the process's own stderr kept apart."""

@@ -26,6 +26,14 @@ NUMBERS = ("zero", "one", "two", "three")
 TEMPLATE_WORDS = ["what", "color", "shape", "texture", "is", "the", "object", "there", "a", "?", "yes", "no",
                   "left", "of", "above", "how", "many", "objects", "are", "bigger", "than", "same", "as", "or", "and",
                   "size", "row", "column", "in", *NUMBERS]
+
+
+def article(word: str) -> str:
+    """English's indefinite article before ``word`` ("an orange", "a red"). The tokenizer reads "an" as "a"
+    (``vlmlab.world.tokenizer``), so the LM sees one article token either way."""
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 # single-object look-ups: never evaluated, asked in LM pretraining and (``Budget.vlm_grounding``) in the VLMs'
 # instruction data, so that a comparison of two objects rests on look-ups that were supervised on their own
 LOOKUPS = ("size", "row", "column")
@@ -85,7 +93,7 @@ def q_existence(rng, w, smp):
     objs = [probe] if yes else []
     objs = _fill(rng, smp, w, objs, _n_objects(rng, w, 1), not_pairs=pair)
     rng.shuffle(objs)
-    return objs, None, QA(f"is there a {probe.color} {probe.shape} ?", "yes" if yes else "no", "existence",
+    return objs, None, QA(f"is there {article(probe.color)} {probe.color} {probe.shape} ?", "yes" if yes else "no", "existence",
                           ("yes", "no"))
 
 
@@ -168,7 +176,7 @@ def q_logical(rng, w, smp):
     pairs = ((a.shape, a.color), (b.shape, b.color))
     objs = _fill(rng, smp, w, objs, _n_objects(rng, w, max(len(objs), 1)), not_pairs=pairs)
     rng.shuffle(objs)
-    q = f"is there a {a.color} {a.shape} {op} a {b.color} {b.shape} ?"
+    q = f"is there {article(a.color)} {a.color} {a.shape} {op} {article(b.color)} {b.color} {b.shape} ?"
     return objs, None, QA(q, "yes" if yes else "no", "logical", ("yes", "no"))
 
 
@@ -197,7 +205,7 @@ def wording(question: str, w: WorldConfig) -> str:
     <shape> ?"). Several categories are asked in two wordings (spatial: left of / above; comparison: bigger than /
     same color as; counting: by colour / by shape; logical: and / or), and a category's mean can hide a gap
     between them (docs/lab-notes/oracle-wordings.md)."""
-    slots = {**dict.fromkeys(w.shapes, "<shape>"), **dict.fromkeys(w.colors, "<color>")}
+    slots = {**dict.fromkeys(w.shapes, "<shape>"), **dict.fromkeys(w.colors, "<color>"), "an": "a"}
     return " ".join(slots.get(t, t) for t in question.split())
 
 
@@ -205,7 +213,7 @@ def wording(question: str, w: WorldConfig) -> str:
 def solve(question: str, scene) -> str | None:
     """The answer of a templated question on a scene, or None when the question is ill-posed there (a referent
     that is missing or not unique, a count beyond the answer set)."""
-    q = question.split()
+    q = ["a" if t == "an" else t for t in question.split()]
 
     def unique(pred):
         hits = [o for o in scene if pred(o)]
@@ -301,7 +309,8 @@ def ask_more(rng: np.random.Generator, w: WorldConfig, scene, k: int) -> list[tu
             q = f"what {'shape' if cat == 'object' else 'texture'} is the {rand_c()} object ?"
         elif cat == "existence":
             o = pick_obj()
-            q = f"is there a {o.color if rng.random() < 0.5 else rand_c()} {o.shape if rng.random() < 0.5 else rand_s()} ?"
+            c = o.color if rng.random() < 0.5 else rand_c()
+            q = f"is there {article(c)} {c} {o.shape if rng.random() < 0.5 else rand_s()} ?"
         elif cat == "spatial":
             q = f"is the {rand_s()} {_pick(rng, ('left of', 'above'))} the {rand_s()} ?"
         elif cat == "counting":
@@ -310,7 +319,8 @@ def ask_more(rng: np.random.Generator, w: WorldConfig, scene, k: int) -> list[tu
             q = (f"is the {rand_s()} bigger than the {rand_s()} ?" if rng.random() < 0.5
                  else f"is the {rand_s()} the same color as the {rand_s()} ?")
         else:
-            q = f"is there a {rand_c()} {rand_s()} {_pick(rng, ('and', 'or'))} a {rand_c()} {rand_s()} ?"
+            c1, s1, op, c2, s2 = rand_c(), rand_s(), _pick(rng, ('and', 'or')), rand_c(), rand_s()
+            q = f"is there {article(c1)} {c1} {s1} {op} {article(c2)} {c2} {s2} ?"
         a = solve(q, scene)
         if a is not None:
             out.append((q, a))

@@ -6,8 +6,9 @@ tokens; the evaluator scores the first one).
 """
 from __future__ import annotations
 
-from tokenizers import Tokenizer
+from tokenizers import Regex, Tokenizer
 from tokenizers.models import WordLevel
+from tokenizers.normalizers import Replace
 from tokenizers.pre_tokenizers import WhitespaceSplit
 from transformers import PreTrainedTokenizerFast
 
@@ -31,6 +32,8 @@ def world_vocabulary(world: WorldConfig) -> list[str]:
 def build_tokenizer(world: WorldConfig) -> PreTrainedTokenizerFast:
     vocab = {w: i for i, w in enumerate(world_vocabulary(world))}
     core = Tokenizer(WordLevel(vocab, unk_token=UNK))
+    # the article's form carries nothing here: "an" reads as "a", so grammatical questions keep the LM's ids
+    core.normalizer = Replace(Regex(r"\ban\b"), "a")
     core.pre_tokenizer = WhitespaceSplit()
     tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token=BOS, eos_token=EOS, pad_token=PAD,
                                   unk_token=UNK, additional_special_tokens=[IMG])
