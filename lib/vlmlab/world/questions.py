@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import article
 from .scenes import Obj, ObjectSampler, WorldConfig, place
 
 SEMANTIC = ("attribute", "object", "existence", "texture")
@@ -26,12 +27,6 @@ NUMBERS = ("zero", "one", "two", "three")
 TEMPLATE_WORDS = ["what", "color", "shape", "texture", "is", "the", "object", "there", "a", "?", "yes", "no",
                   "left", "of", "above", "how", "many", "objects", "are", "bigger", "than", "same", "as", "or", "and",
                   "size", "row", "column", "in", *NUMBERS]
-
-
-def article(word: str) -> str:
-    """English's indefinite article before ``word`` ("an orange", "a red"). The tokenizer reads "an" as "a"
-    (``vlmlab.world.tokenizer``), so the LM sees one article token either way."""
-    return "an" if word[:1] in "aeiou" else "a"
 
 
 # single-object look-ups: never evaluated, asked in LM pretraining and (``Budget.vlm_grounding``) in the VLMs'
@@ -93,7 +88,7 @@ def q_existence(rng, w, smp):
     objs = [probe] if yes else []
     objs = _fill(rng, smp, w, objs, _n_objects(rng, w, 1), not_pairs=pair)
     rng.shuffle(objs)
-    return objs, None, QA(f"is there {article(probe.color)} {probe.color} {probe.shape} ?", "yes" if yes else "no", "existence",
+    return objs, None, QA(f"is there {article(probe.color)} {probe.shape} ?", "yes" if yes else "no", "existence",
                           ("yes", "no"))
 
 
@@ -176,7 +171,7 @@ def q_logical(rng, w, smp):
     pairs = ((a.shape, a.color), (b.shape, b.color))
     objs = _fill(rng, smp, w, objs, _n_objects(rng, w, max(len(objs), 1)), not_pairs=pairs)
     rng.shuffle(objs)
-    q = f"is there {article(a.color)} {a.color} {a.shape} {op} {article(b.color)} {b.color} {b.shape} ?"
+    q = f"is there {article(a.color)} {a.shape} {op} {article(b.color)} {b.shape} ?"
     return objs, None, QA(q, "yes" if yes else "no", "logical", ("yes", "no"))
 
 
@@ -310,7 +305,7 @@ def ask_more(rng: np.random.Generator, w: WorldConfig, scene, k: int) -> list[tu
         elif cat == "existence":
             o = pick_obj()
             c = o.color if rng.random() < 0.5 else rand_c()
-            q = f"is there {article(c)} {c} {o.shape if rng.random() < 0.5 else rand_s()} ?"
+            q = f"is there {article(c)} {o.shape if rng.random() < 0.5 else rand_s()} ?"
         elif cat == "spatial":
             q = f"is the {rand_s()} {_pick(rng, ('left of', 'above'))} the {rand_s()} ?"
         elif cat == "counting":
@@ -320,7 +315,7 @@ def ask_more(rng: np.random.Generator, w: WorldConfig, scene, k: int) -> list[tu
                  else f"is the {rand_s()} the same color as the {rand_s()} ?")
         else:
             c1, s1, op, c2, s2 = rand_c(), rand_s(), _pick(rng, ('and', 'or')), rand_c(), rand_s()
-            q = f"is there {article(c1)} {c1} {s1} {op} {article(c2)} {c2} {s2} ?"
+            q = f"is there {article(c1)} {s1} {op} {article(c2)} {s2} ?"
         a = solve(q, scene)
         if a is not None:
             out.append((q, a))

@@ -32,7 +32,8 @@ def world_vocabulary(world: WorldConfig) -> list[str]:
 def build_tokenizer(world: WorldConfig) -> PreTrainedTokenizerFast:
     vocab = {w: i for i, w in enumerate(world_vocabulary(world))}
     core = Tokenizer(WordLevel(vocab, unk_token=UNK))
-    # the article's form carries nothing here: "an" reads as "a", so grammatical questions keep the LM's ids
+    # the article's form carries nothing here: "an" reads as "a" ("is there an orange cross ?", via
+    # vlmlab.checks.article), so grammatical questions keep the LM's ids
     core.normalizer = Replace(Regex(r"\ban\b"), "a")
     core.pre_tokenizer = WhitespaceSplit()
     tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token=BOS, eos_token=EOS, pad_token=PAD,
