@@ -7,6 +7,7 @@ import torch
 
 import vlmlab.train as train
 from vlmlab.archs import build
+from vlmlab.device import Compiled
 from vlmlab.runs import make_data
 from vlmlab.train import set_trainable
 
@@ -102,3 +103,68 @@ def test_constant_schedule_holds_the_peak_rate_after_warm_up():
     assert seen["cosine"][-1] < 1e-3 and seen["cosine"][2] == 1e-2
     with pytest.raises(ValueError, match="schedule"):
         train.optimize([p], lambda s: None, lambda b: p.sum(), 2, 1e-2, progress=False, schedule="linear")
+
+
+def _stage_losses(backbones, budget, world, stage: int) -> list[float]:
+    torch.manual_seed(0)
+    m = build("llava", backbones, budget)
+    logs = train.train_stages(m, m.stages()[stage:stage + 1], make_data(world, 4), budget, device=torch.device("cpu"),
+                              progress=False)
+    return logs[0].losses
+
+
+def test_compiled_training_steps_agree_with_eager_within_fp32_rounding(tiny_backbones, smoke_budget, world,
+                                                                       monkeypatch):
+    """``Budget.vlm_compile`` runs each stage's loss under torch.compile: the same updates up to rounding."""
+    import dataclasses
+
+    compiled = []
+    monkeypatch.setattr(train, "Compiled", lambda fn, **kw: compiled.append(kw) or Compiled(fn, **kw))
+    b = dataclasses.replace(smoke_budget, vlm_steps=6)
+    eager = _stage_losses(tiny_backbones, b, world, 1)
+    assert compiled == [{"enabled": False, "dynamic": False, "device": torch.device("cpu")}]  # smoke: eager
+    fast = _stage_losses(tiny_backbones, dataclasses.replace(b, vlm_compile=True), world, 1)
+    assert compiled[-1]["enabled"] is True
+    assert fast == pytest.approx(eager, rel=1e-4, abs=1e-5)
+    assert len(set(eager)) > 1  # it trained
+
+
+def test_compiled_falls_back_to_eager_with_a_warning_without_a_c_compiler(monkeypatch):
+    import vlmlab.device as device
+
+    monkeypatch.setattr(device.shutil, "which", lambda name: None)
+    lin = torch.nn.Linear(3, 2)
+    with pytest.warns(RuntimeWarning, match="C compiler"):
+        c = Compiled(lin, enabled=True)
+    assert not c.compiled
+    x = torch.ones(1, 3)
+    assert torch.equal(c(x), lin(x))
+
+
+@pytest.mark.parametrize("value", ["yes", "2"])
+def test_vlmlab_compile_accepts_only_0_or_1(monkeypatch, value):
+    monkeypatch.setenv("VLMLAB_COMPILE", value)
+    with pytest.raises(ValueError, match=r"VLMLAB_COMPILE='.*'; allowed values: 0 .* or 1"):
+        Compiled(torch.nn.Linear(3, 2), enabled=True)
+
+
+def test_a_failing_compiled_backward_redoes_the_step_eagerly_with_a_warning():
+    """A compiled graph's backward raises where ``update`` calls ``backward()``, outside ``Compiled.__call__``:
+    optimize gives up compiling, warns, and trains that step and the rest eagerly."""
+    w = torch.nn.Parameter(torch.ones(3))
+
+    class Breaks(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            raise AssertionError("expected size 16==16, stride 8576==8960")
+
+    eager = lambda _b: (w ** 2).sum()  # noqa: E731
+    c = Compiled(eager, enabled=False)
+    c.fn = lambda _b: Breaks.apply(w ** 2).sum()  # stands in for a compiled graph with a broken backward
+    with pytest.warns(RuntimeWarning, match="torch.compile failed .*stride 8576"):
+        losses = train.optimize([w], lambda step: step, c, steps=3, lr=1e-1, progress=False)
+    assert not c.compiled and len(losses) == 3 and losses[0] > losses[-1]

@@ -59,6 +59,9 @@ class Budget:
     vlm_batch: int = 16
     vlm_lr: float = 1e-3
     llm_lr: float = 3e-4  # learning rate of LLM parameters when a stage unfreezes them
+    # the VLM stages' loss and its backward under torch.compile (eager without a C compiler or with
+    # VLMLAB_COMPILE=0): the same maths up to fp32 rounding, faster after a first compile (benchmarks/compile_ab.py)
+    vlm_compile: bool = True
     vlm_schedule: str = "cosine"  # the VLM stages' learning rate after warm-up: cosine decay or held ("constant")
     # share of the VLMs' training questions replaced by a single-object look-up ("what column is the circle in ?")
     vlm_grounding: float = 0.0
@@ -83,8 +86,8 @@ BUDGETS: dict[str, Budget] = {
     "smoke": Budget(
         "smoke", vit_dim=32, vit_depth=2, vit_heads=2, mae_dec_dim=32, mae_dec_depth=1, clip_text_dim=32,
         clip_embed_dim=32, lm_dim=32, lm_layers=2, lm_heads=2, lm_ff=64, lm_steps=15, lm_batch=16, lm_compile=False,
-        cl_steps=10, cl_batch=16, mim_steps=10, mim_batch=16, vlm_steps=12, vlm_batch=8, eval_per_category=8,
-        eval_batch=64, probe_scenes=160),
+        vlm_compile=False, cl_steps=10, cl_batch=16, mim_steps=10, mim_batch=16, vlm_steps=12, vlm_batch=8,
+        eval_per_category=8, eval_batch=64, probe_scenes=160),
     "default": DEFAULT,
     "full": replace(
         DEFAULT, name="full", vit_dim=384, vit_depth=8, vit_heads=6, mae_dec_dim=192, mae_dec_depth=4,

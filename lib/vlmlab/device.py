@@ -57,20 +57,28 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 class Compiled:
-    """``torch.compile(module, dynamic=True)`` where it can work, the eager module as the fallback.
+    """``torch.compile(fn)`` where it can work, the eager ``fn`` (a module or a function) as the fallback.
 
     Compiling fuses the many small element-wise kernels of a tiny transformer (RMSNorm, RoPE, SiLU), a quarter of
     a CPU training step at width 128. On CPU it needs a C compiler; without one, with ``VLMLAB_COMPILE=0``, or when
-    compiling fails, the module runs eagerly (the same maths up to rounding; a warning says so). Compiling the
-    first step takes about 20 s on the 2-core CPU.
+    compiling fails, ``fn`` runs eagerly (the same maths up to rounding; a warning says so). ``dynamic=None`` is
+    torch's default: static shapes first, a shape-generic graph once a shape changes; inductor keeps what it
+    compiled on disk, so a later process on the same machine starts in seconds instead of a minute or two.
     """
 
-    def __init__(self, module: torch.nn.Module, enabled: bool = True):
-        self.module = module
-        device = next(module.parameters()).device
+    def __init__(self, fn, enabled: bool = True, dynamic: bool | None = None, device: torch.device | None = None):
+        self.module = fn
+        if device is None:
+            owner = fn if isinstance(fn, torch.nn.Module) else getattr(fn, "__self__", None)
+            first = next(owner.parameters(), None) if isinstance(owner, torch.nn.Module) else None
+            device = first.device if first is not None else torch.device("cpu")
+        enabled = enabled and compile_allowed()
         can = device.type == "cuda" or any(shutil.which(c) for c in ("cc", "gcc", "clang"))
-        on = enabled and can and os.environ.get("VLMLAB_COMPILE", "1") != "0"
-        self.fn = torch.compile(module, dynamic=True) if on else module
+        on = enabled and can
+        if enabled and not can:
+            warnings.warn("torch.compile needs a C compiler (cc, gcc or clang) on a CPU and none was found: the "
+                          "training step runs eagerly", RuntimeWarning, stacklevel=2)
+        self.fn = torch.compile(fn, dynamic=dynamic) if on else fn
 
     @property
     def compiled(self) -> bool:
@@ -82,7 +90,24 @@ class Compiled:
         try:
             return self.fn(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - any compiler failure: run eagerly from now on
-            warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); running eagerly",
-                          stacklevel=2)
-            self.fn = self.module
+            self.give_up(e)
             return self.module(*args, **kwargs)
+
+    def give_up(self, error: Exception) -> None:
+        """Run eagerly from now on, saying why: also for a failure in the compiled backward, which raises where
+        the caller calls ``backward()`` (see ``vlmlab.train.optimize``)."""
+        warnings.warn(f"torch.compile failed ({type(error).__name__}: {str(error)[:200]}); running eagerly",
+                      RuntimeWarning, stacklevel=3)
+        self.fn = self.module
+
+
+COMPILE_ENV = "VLMLAB_COMPILE"
+
+
+def compile_allowed() -> bool:
+    """``$VLMLAB_COMPILE``: unset or 1 lets the budgets' ``*_compile`` knobs compile, 0 runs everything eagerly."""
+    env = os.environ.get(COMPILE_ENV, "").strip()
+    if env not in ("", "0", "1"):
+        raise ValueError(f"{COMPILE_ENV}={env!r}; allowed values: 0 (run eagerly) or 1 (compile where the budget "
+                         f"says so)")
+    return env != "0"

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from .device import autocast
+from .device import Compiled, autocast
 from .loader import batches_ahead, data_workers
 from .progress import TerminalProgress
 
@@ -95,7 +95,15 @@ def optimize(params, batches: Callable[[int], Any], loss_fn: Callable[[Any], tor
             if not torch.isfinite(logged):
                 # no advice here: what a user can change (knobs, backbones) is known to the caller (vlmlab.runs)
                 raise NonFiniteLoss(f"{desc}: loss became {logged.item()} at step {step}")
-            update(opt, loss, all_params, clip)
+            try:
+                update(opt, loss, all_params, clip)
+            except Exception as e:  # noqa: BLE001 - a compiled backward that fails: redo this step eagerly
+                if not getattr(loss_fn, "compiled", False):
+                    raise
+                loss_fn.give_up(e)
+                with autocast(device, precision):
+                    loss = loss_fn(batch)
+                update(opt, loss, all_params, clip)
             losses.append(float(logged.detach()))
             if after_step is not None:
                 after_step(step, opt, losses)
@@ -191,6 +199,10 @@ def train_stages(model, stages: list[Stage], data, budget, *, device, precision:
         model.train()
         if dist is not None:  # after set_trainable: DDP synchronises the parameters that train in this stage
             loss_method = dist.wrap(model, st.loss)
+        else:  # one graph per stage: its trainable set decides what the backward computes
+            # static shapes: a stage's batches come in at most six lengths, and inductor's shape-generic
+            # attention backward failed on one (benchmarks/compile_ab.py)
+            loss_method = Compiled(loss_method, enabled=budget.vlm_compile, dynamic=False, device=device)
 
         def batches(step, _task=st.task, _start=offset):
             return data(_task, _start + step)

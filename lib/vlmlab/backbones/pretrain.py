@@ -87,7 +87,7 @@ def training_forward(lm: LlamaForCausalLM, b: Budget):
     """The LM as its pretraining step calls it (``pretrain_lm`` and the benchmark): attention in fp32, so that bf16
     autocast (``b.lm_precision``) leaves it alone, and compiled when ``b.lm_compile`` (see :class:`Compiled`)."""
     with fp32_attention(lm):
-        yield Compiled(lm, enabled=b.lm_compile)
+        yield Compiled(lm, enabled=b.lm_compile, dynamic=True)
 
 
 def lm_batch(world: World, b: Budget, step: int) -> dict:
