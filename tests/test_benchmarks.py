@@ -28,3 +28,24 @@ def test_benchmarks_report_world_llava_and_lm_pretraining_rates(tmp_path, smoke_
     assert math.isclose(lm["projected_pretrain_min"], smoke_budget.lm_steps * per_step / 60)
     assert lm["precision"] == smoke_budget.lm_precision and lm["packed_row"] == smoke_budget.lm_pack
     assert f"LM pretraining (smoke, {smoke_budget.lm_precision}, eager, rows packed" in proc.stdout
+
+
+def test_compile_ab_reports_per_stage_ratios_and_loss_agreement(tmp_path):
+    """The eager-vs-compiled benchmark end to end at the smoke budget; VLMLAB_COMPILE=0 keeps both sides eager
+    here (compiling takes a minute), so the sides must agree exactly and say they were not compiled."""
+    import os
+
+    out = tmp_path / "ab.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compile_ab.py"), "--budget", "smoke",
+                           "--archs", "llava", "--steps", "2", "--rounds", "2", "--output", str(out)],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "VLMLAB_COMPILE": "0"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    llava = json.loads(out.read_text())["designs"]["llava"]
+    assert set(llava["stages"]) == {"align", "instruct"}
+    for r in llava["stages"].values():
+        assert r["compiled"] is False and r["max_loss_diff"] == 0.0
+        assert math.isclose(r["ratio"], r["eager_step_s"] / r["compiled_step_s"])
+    assert "llava: run ratio eager/compiled" in proc.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compile_ab.py"), "--archs", "llama"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--archs: unknown ['llama']" in bad.stderr
