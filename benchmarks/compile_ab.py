@@ -4,10 +4,11 @@
                                     [--output FILE]
 
 For each design, each training stage runs on two copies of one initialised model (A: eager, B: its loss under
-``vlmlab.device.Compiled``, as ``train_stages`` runs it when ``Budget.vlm_compile``) over the same prebuilt
+``vlmlab.train.CompiledLoss``, as ``train_stages`` runs it when ``Budget.vlm_compile``) over the same prebuilt
 batches; the rounds alternate which side goes first. Reported per stage: the median step of each side, their
 ratio A/B, the first compiled step (the compile; seconds when inductor's on-disk cache already holds the graph,
-a minute or two when not) and the largest loss difference between the sides over the same updates. The run's
+a minute or two when not), the loss difference at the first step (same weights, same batch: the rounding) and
+the largest over the run (rounding compounded by training). The run's
 ratio weights each stage's step ratio by its steps in the budget. Writes benchmarks/compile-ab.json (or FILE).
 """
 from __future__ import annotations
@@ -25,9 +26,9 @@ import torch
 from vlmlab.archs import ARCHS, backbones_needed, build
 from vlmlab.backbones import load_backbones
 from vlmlab.budgets import get_budget
-from vlmlab.device import Compiled, pick_device, seed_everything
+from vlmlab.device import pick_device, seed_everything
 from vlmlab.runs import make_data
-from vlmlab.train import adamw, set_trainable, update
+from vlmlab.train import CompiledLoss, adamw, set_trainable, update
 from vlmlab.world import World
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ def stage_ab(model, stage, batches, budget, device, rounds: int, steps: int) -> 
         m.train()
         fn = getattr(m, f"loss_{stage.loss}")
         if side == "compiled":
-            fn = Compiled(fn, enabled=True, dynamic=False, device=device)  # as train_stages compiles it
+            fn = CompiledLoss(fn, enabled=True, device=device)  # as train_stages compiles it
         sides[side] = {"fn": fn, "params": params, "opt": adamw([{"params": params}], budget.vlm_lr),
                        "times": [], "losses": []}
 
@@ -62,11 +63,12 @@ def stage_ab(model, stage, batches, budget, device, rounds: int, steps: int) -> 
     diffs = [abs(a - b) for a, b in zip(sides["eager"]["losses"], sides["compiled"]["losses"])]
     return {"eager_step_s": eager, "compiled_step_s": comp, "ratio": eager / comp,
             "compiled": sides["compiled"]["fn"].compiled, "first_compiled_step_s": first["compiled"],
-            "max_loss_diff": max(diffs), "max_rel_loss_diff": max(d / abs(a) for d, a in
+            "first_loss_diff": diffs[0], "max_loss_diff": max(diffs), "max_rel_loss_diff": max(d / abs(a) for d, a in
                                                                   zip(diffs, sides["eager"]["losses"]))}
 
 
 def design_ab(arch: str, budget, device, rounds: int, steps: int) -> dict:
+    torch._dynamo.reset()  # as train_stages does: each design starts with no graphs of the others
     bb = load_backbones(budget=budget, device=device, kinds=backbones_needed(arch), progress=False)
     seed_everything(0)
     model = build(arch, bb, budget).to(device)
@@ -80,7 +82,7 @@ def design_ab(arch: str, budget, device, rounds: int, steps: int) -> dict:
         r = out[st.name]
         print(f"{arch}:{st.name}: eager {1000 * r['eager_step_s']:.1f} ms, compiled {1000 * r['compiled_step_s']:.1f} "
               f"ms, ratio {r['ratio']:.2f}, compile {r['first_compiled_step_s']:.0f} s, "
-              f"max |Δloss| {r['max_loss_diff']:.1e}", flush=True)
+              f"|Δloss| first {r['first_loss_diff']:.1e}, max {r['max_loss_diff']:.1e}", flush=True)
     eager = sum(r["steps_in_run"] * r["eager_step_s"] for r in out.values())
     comp = sum(r["steps_in_run"] * r["compiled_step_s"] for r in out.values())
     return {"stages": out, "run_ratio": eager / comp}

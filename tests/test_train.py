@@ -119,10 +119,11 @@ def test_compiled_training_steps_agree_with_eager_within_fp32_rounding(tiny_back
     import dataclasses
 
     compiled = []
-    monkeypatch.setattr(train, "Compiled", lambda fn, **kw: compiled.append(kw) or Compiled(fn, **kw))
+    real = train.CompiledLoss
+    monkeypatch.setattr(train, "CompiledLoss", lambda fn, **kw: compiled.append(kw) or real(fn, **kw))
     b = dataclasses.replace(smoke_budget, vlm_steps=6)
     eager = _stage_losses(tiny_backbones, b, world, 1)
-    assert compiled == [{"enabled": False, "dynamic": False, "device": torch.device("cpu")}]  # smoke: eager
+    assert compiled == [{"enabled": False, "device": torch.device("cpu")}]  # the smoke budget stays eager
     fast = _stage_losses(tiny_backbones, dataclasses.replace(b, vlm_compile=True), world, 1)
     assert compiled[-1]["enabled"] is True
     assert fast == pytest.approx(eager, rel=1e-4, abs=1e-5)
@@ -168,3 +169,31 @@ def test_a_failing_compiled_backward_redoes_the_step_eagerly_with_a_warning():
     with pytest.warns(RuntimeWarning, match="torch.compile failed .*stride 8576"):
         losses = train.optimize([w], lambda step: step, c, steps=3, lr=1e-1, progress=False)
     assert not c.compiled and len(losses) == 3 and losses[0] > losses[-1]
+
+
+def test_compiled_loss_compiles_once_whatever_the_answer_sets(monkeypatch):
+    """Dynamo guards on the Python values a graph reads; a loss that slices its batch reads the answer sets, a
+    list that differs from batch to batch. CompiledLoss passes the tensors only: one graph for all batches."""
+    graphs = []
+    real = torch.compile
+
+    def counting(fn, **kw):
+        def backend(gm, inputs):
+            graphs.append(gm)
+            return gm.forward
+        return real(fn, backend=backend, dynamic=kw.get("dynamic"))
+
+    monkeypatch.setattr(torch, "compile", counting)
+    w = torch.nn.Parameter(torch.ones(3))
+
+    def loss(batch):
+        b = {k: v[:2] for k, v in batch.items()}  # as a model that takes part of its batch does
+        return (w[:2] * b["x"]).sum() + len(b)
+
+    for cls, expected in ((train.CompiledLoss, 1), (lambda f, **kw: Compiled(f, dynamic=False, **kw), 4)):
+        torch._dynamo.reset()
+        graphs.clear()
+        c = cls(loss, enabled=True, device=torch.device("cpu"))
+        for i in range(4):
+            c({"x": torch.ones(3), "answer_sets": [("yes", "no")] * (i + 1)})
+        assert len(graphs) == expected

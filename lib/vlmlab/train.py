@@ -114,6 +114,18 @@ def optimize(params, batches: Callable[[int], Any], loss_fn: Callable[[Any], tor
     return losses
 
 
+class CompiledLoss(Compiled):
+    """A stage's loss under torch.compile (static shapes), called on the batch's tensors only: dynamo guards on
+    every Python value a graph reads, and a batch's answer sets (lists) differ from batch to batch, so passing
+    them recompiled until dynamo's limit and then ran eagerly. No loss reads them."""
+
+    def __init__(self, loss, enabled: bool, device: torch.device):
+        super().__init__(loss, enabled=enabled, dynamic=False, device=device)
+
+    def __call__(self, batch: dict):
+        return super().__call__({k: v for k, v in batch.items() if torch.is_tensor(v)})
+
+
 @dataclass
 class Stage:
     """One training stage of an architecture.
@@ -167,6 +179,8 @@ def train_stages(model, stages: list[Stage], data, budget, *, device, precision:
     ``checkpoint`` (a :class:`vlmlab.checkpoint.Checkpointing`) saves the training state every so many steps and
     resumes from the latest one; ``dist`` (a :class:`vlmlab.distributed.Distributed`) trains each stage with
     DDP, ``data`` then giving this process's share of each batch."""
+    if budget.vlm_compile:  # graphs of earlier runs in this process count towards dynamo's recompile limit
+        torch._dynamo.reset()  # inductor's on-disk cache still makes compiling them again quick
     logs = []
     total = budget.vlm_steps
     plan = [max(1, round(total * st.share)) for st in stages]
@@ -202,7 +216,7 @@ def train_stages(model, stages: list[Stage], data, budget, *, device, precision:
         else:  # one graph per stage: its trainable set decides what the backward computes
             # static shapes: a stage's batches come in at most six lengths, and inductor's shape-generic
             # attention backward failed on one (benchmarks/compile_ab.py)
-            loss_method = Compiled(loss_method, enabled=budget.vlm_compile, dynamic=False, device=device)
+            loss_method = CompiledLoss(loss_method, enabled=budget.vlm_compile, device=device)
 
         def batches(step, _task=st.task, _start=offset):
             return data(_task, _start + step)
