@@ -80,8 +80,9 @@ def main(argv=None) -> int:
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old)], check=False)
     ratios = sorted(r["ratio_total"] for r in rounds)
+    train = sorted(r["ratio_train"] for r in rounds)
     result = {"ref": a.ref, "steps": a.steps, "eval_per_category": a.eval, "rounds": rounds,
-              "median_ratio_total": ratios[len(ratios) // 2]}
+              "median_ratio_total": ratios[len(ratios) // 2], "median_ratio_train": train[len(train) // 2]}
     Path(a.output).write_text(json.dumps(result, indent=1))
     print(f"median B/A wall time {result['median_ratio_total']:.2f}; written {a.output}")
     return 0
