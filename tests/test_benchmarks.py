@@ -49,3 +49,17 @@ def test_compile_ab_reports_per_stage_ratios_and_loss_agreement(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compile_ab.py"), "--archs", "llama"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--archs: unknown ['llama']" in bad.stderr
+
+
+def test_run_overhead_splits_a_run_into_training_evaluation_and_overhead(tmp_path):
+    out = tmp_path / "overhead.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_overhead.py"), "--budget", "smoke",
+                           "--output", str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (r,) = json.loads(out.read_text())["rounds"]
+    for side in ("papermill", "in_process"):
+        s = r[side]
+        assert {"setup_s", "train_s", "evaluate_s", "references_s"} <= set(s)
+        assert math.isclose(s["overhead_s"], s["wall_s"] - s["train_s"] - s["evaluate_s"])
+        assert 0 < s["overhead_share"] < 1 and s["train_s"] > 0
+    assert r["papermill"]["overhead_s"] > r["in_process"]["overhead_s"]  # a kernel start and imports per run

@@ -396,3 +396,14 @@ def test_a_difference_that_prints_equal_to_the_spread_is_not_called_larger(tmp_p
     # K=256: 60, 60, 60: diff +2.0 vs spread 2.0 -> equal as printed
     g = S.accuracy_frame(synthetic_study(tmp_path / "b", (0.60, 0.62, 0.64), (0.60, 0.60, 0.60)))
     assert "about the size of the seed spread of 2.0" in S.compare(g, "config", "K=16", "K=256")
+
+
+def test_inprocess_workers_share_a_studys_runs_and_train_each_once(tmp_path):
+    """``executor="inprocess", workers=2``: two warm processes train the study's runs between them (real smoke
+    training); every run is done exactly once, by one of them, and a rerun finds them all complete."""
+    st = S.comparison_study(["llava", "ovis"], [0, 1], "smoke", tmp_path)
+    r = S.run_study(st, executor="inprocess", workers=2, threads=1, progress=False)
+    assert not r.failed and not r.busy and not r.skipped, S.describe_result(r, st)
+    assert sorted(o.run_dir for o in r.done) == sorted(rd for _, _, rd in st.runs())
+    again = S.run_study(st, executor="inprocess", workers=2, threads=1, progress=False)
+    assert not again.done and len(again.skipped) == 4

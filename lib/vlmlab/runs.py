@@ -339,6 +339,7 @@ def _run(config: RunConfig, budget: Budget, dist, device, progress, backbones, o
                          "give a number of processes that divides it")
     t_start = time.perf_counter()
     inputs = _inputs(config, budget, device, progress, backbones)
+    setup_s = time.perf_counter() - t_start
     key = _model_key(config, budget, inputs.backbones, device, inputs.source.key())
     if ranks > 1:  # gradients averaged over shards round differently from one batch's: another trained model
         key["world_size"] = ranks
@@ -348,8 +349,11 @@ def _run(config: RunConfig, budget: Budget, dist, device, progress, backbones, o
         logs, train_s = _train(config, inputs, budget, device, dist, checkpoint, progress and writer)
         if not writer:  # rank 0 evaluates and writes; the others' work ends with the training
             return Experiment(config, inputs.model, inputs.world, inputs.backbones, None)
-        record = _record(config, budget, inputs, _evaluate(config, inputs, budget, device, progress), logs, train_s,
-                         key, device, dist, checkpoint, time.perf_counter() - t_start)
+        ev = _evaluate(config, inputs, budget, device, progress)
+        record = _record(config, budget, inputs, ev, logs, train_s, key, device, dist, checkpoint,
+                         time.perf_counter() - t_start)
+        # where a run's time goes (benchmarks/run_overhead.py): what is not training or evaluating is overhead
+        record["seconds"] = {"setup": setup_s, "train": train_s, **ev["seconds"]}
         _store_model(key, inputs.model, record)
     if output_dir is not None and writer:
         write_json_atomic(Path(output_dir) / "record.json", record)
@@ -417,13 +421,16 @@ def _train(config: RunConfig, inputs: _Inputs, budget: Budget, device, dist, che
 def _evaluate(config: RunConfig, inputs: _Inputs, budget: Budget, device, progress) -> dict:
     """The trained model's accuracies, per wording, valid-answer rates and diagnostics, and the references."""
     model, world, source = inputs.model, inputs.world, inputs.source
+    t = time.perf_counter()
     metrics, model_wordings, model_valid = source.evaluate(model, world, budget, config.precision)
     diagnostics = model.diagnostics(source.diagnostic_batch(model, world, min(64, budget.eval_batch)))
+    t_eval = time.perf_counter()
     # the floor and ceiling are the world's (the oracle reads its scene text): none for another data source
     refs = (_references(inputs.backbones, world, budget, device, config.precision, progress)
             if config.references and source.is_world else {})
-    return {"metrics": metrics, "wordings": {**({"model": model_wordings} if model_wordings else {}),
-                                             **refs.get("wordings", {})},
+    seconds = {"evaluate": t_eval - t, "references": time.perf_counter() - t_eval}
+    return {"seconds": seconds, "metrics": metrics,
+            "wordings": {**({"model": model_wordings} if model_wordings else {}), **refs.get("wordings", {})},
             "valid": {"model": model_valid, **refs.get("valid", {})}, "refs": refs, "diagnostics": diagnostics}
 
 

@@ -11,9 +11,10 @@ and reuses the rest:
   comparison's LLaVA seed-0 run and the attention ablation's LLaVA-causal seed-0 run are therefore one run,
   executed once, whichever notebook comes first.
 - ``executor="papermill"`` goes through :func:`vlmlab.sweep.run_sweep` (one papermill process per run, a local
-  pool, resume, failures recorded); ``executor="inprocess"`` trains the runs one after another in the calling
-  process (no kernel start per run: the tests and quick smoke looks) and writes the same ``params.json`` and
-  ``record.json`` into the same directories, so either executor reuses the other's runs.
+  pool, resume, failures recorded); ``executor="inprocess"`` trains the runs without a notebook or kernel per run:
+  one after another in the calling process (one worker), or in ``workers`` warm processes that each train run
+  after run. It writes the same ``params.json`` and ``record.json`` into the same directories, so either
+  executor reuses the other's runs.
 
 Then :func:`accuracy_frame` turns the records into one tidy frame (a row per run, split, category and source:
 model / floor / ceiling / chance), :func:`ablation_plot` draws accuracy per category against the ablated value

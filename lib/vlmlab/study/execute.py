@@ -12,9 +12,14 @@ from .store import Study
 
 EXECUTORS = ("papermill", "inprocess")
 
-def _run_inprocess(study: Study, progress: bool) -> SweepResult:
+def _run_inprocess(study: Study, progress: bool, threads: int | None = None) -> SweepResult:
     """Train the study's missing runs one after another in this process, into the same run directories (and
-    with the same lock, params.json and atomic record.json) as the papermill executor."""
+    with the same lock, params.json and atomic record.json) as the papermill executor. A run another process
+    holds is left to it (``busy``): so several of these loops can share one study (:func:`_run_workers`)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     import time
     import traceback
 
@@ -61,13 +66,41 @@ def _run_inprocess(study: Study, progress: bool) -> SweepResult:
     return result
 
 
+def _run_workers(study: Study, workers: int, threads: int, progress: bool) -> SweepResult:
+    """``workers`` warm processes, each training runs one after another in-process (imports and backbones paid
+    once per process, not once per run as a papermill kernel pays them), the run locks sharing the work out.
+    Spawned, not forked: a forked copy of a process that already ran torch's thread pool can hang."""
+    import multiprocessing as mp
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        parts = list(pool.map(_run_inprocess, [study] * workers, [progress] * workers, [threads] * workers))
+    result = SweepResult(study.spec())
+    done = {o.run_dir for part in parts for o in part.done}
+    failed = {o.run_dir for part in parts for o in part.failed}
+    for part in parts:
+        result.done += part.done
+        result.failed += part.failed
+        # skipped by every worker: complete before; busy in one worker because another one ran it: not counted
+        result.skipped += [o for o in part.skipped if o.run_dir not in done | failed
+                           and o.run_dir not in {x.run_dir for x in result.skipped}]
+        result.busy += [o for o in part.busy if o.run_dir not in done | failed
+                        and o.run_dir not in {x.run_dir for x in result.busy}]
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
 def run_study(study: Study, *, executor: str = "papermill", workers: int = 2, threads: int = 1,
               progress: bool = True) -> SweepResult:
     """Execute the study's missing runs (complete ones are reused, whichever study or executor made them) and
     return the sweep result (done / skipped / failed lists). Failed runs do not stop the study.
 
     executor: ``papermill`` (one process per run of ``notebooks/run.ipynb``, ``workers`` at a time, ``threads``
-    CPU threads each: what ``vlmlab sweep`` does) or ``inprocess`` (sequential, in this process)."""
+    CPU threads each: what ``vlmlab sweep`` does) or ``inprocess`` (no notebook per run: with one worker the runs
+    train one after another in this process, with more each of ``workers`` warm processes trains run after run,
+    ``threads`` CPU threads each)."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor={executor!r}; allowed values: {list(EXECUTORS)}")
     if not isinstance(workers, int) or workers < 1:
@@ -81,6 +114,8 @@ def run_study(study: Study, *, executor: str = "papermill", workers: int = 2, th
                   f"{study.budget!r}; kept as record.stale.json and retrained", flush=True)
     if executor == "papermill":
         result = run_sweep(study.spec(), workers=workers, threads=threads, progress=progress)
+    elif workers > 1:
+        result = _run_workers(study, workers, threads, progress)
     else:
         result = _run_inprocess(study, progress)
     manifest = {"study": study.name, "budget": study.budget, "seeds": study.seeds,
