@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import random
 import shutil
@@ -78,6 +79,9 @@ class Compiled:
         if enabled and not can:
             warnings.warn("torch.compile needs a C compiler (cc, gcc or clang) on a CPU and none was found: the "
                           "training step runs eagerly", RuntimeWarning, stacklevel=2)
+        if on:  # the compiler's notices (no CUDA_HOME on a CPU, a graph break at .item()) are not the user's to act on
+            for name in ("torch.utils.cpp_extension", "torch._dynamo.variables.tensor"):
+                logging.getLogger(name).setLevel(logging.ERROR)
         self.fn = torch.compile(fn, dynamic=dynamic) if on else fn
 
     @property
