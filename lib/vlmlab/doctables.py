@@ -226,7 +226,48 @@ def benchmarks(results: Path = RESULTS) -> str:
                      f"`benchmarks/ab-llava.json`); "
                      f"median B/A wall time {_fmt(d['median_ratio_total'], 2)}:\n\n"
                      + _markdown(pd.DataFrame(rows).set_index("round")))
+    if (bench / "compile-ab.json").is_file():
+        parts.append(compile_ab(results))
+    if (bench / "run-overhead.json").is_file():
+        parts.append(run_overhead(results))
     return "\n".join(parts) if parts else "No benchmark results in `benchmarks/`.\n"
+
+
+@generator("compile-ab")
+def compile_ab(results: Path = RESULTS) -> str:
+    """Eager against compiled training steps per design and stage (``benchmarks/compile-ab.json``, written by
+    ``benchmarks/compile_ab.py``)."""
+    import json
+
+    d = json.loads((Path(results).parent.parent / "benchmarks" / "compile-ab.json").read_text())
+    rows = [{"design": arch, "stage": name, "steps in a run": r["steps_in_run"],
+             "eager, ms": _fmt(r["eager_step_s"], 1, 1000), "compiled, ms": _fmt(r["compiled_step_s"], 1, 1000),
+             "eager / compiled": _fmt(r["ratio"], 2), "first compiled step, s": _fmt(r["first_compiled_step_s"], 0),
+             "loss difference, first step": f"{r['first_loss_diff']:.1e}",
+             "loss difference, largest": f"{r['max_loss_diff']:.1e}"}
+            for arch, x in d["designs"].items() for name, r in x["stages"].items()]
+    runs = ", ".join(f"{arch} {_fmt(x['run_ratio'], 2)}" for arch, x in d["designs"].items())
+    return (f"Eager against compiled training steps at the {d['budget']} budget (`benchmarks/compile_ab.py`, "
+            f"`benchmarks/compile-ab.json`; {d['rounds']} alternated rounds of {d['steps']} steps per side, "
+            f"{d['machine']['threads']} thread). A run's steps, eager / compiled, weighted by each stage's steps: "
+            f"{runs}.\n\n" + _markdown(pd.DataFrame(rows).set_index("design")))
+
+
+@generator("run-overhead")
+def run_overhead(results: Path = RESULTS) -> str:
+    """Where a run's time goes, through papermill and in a warm process (``benchmarks/run-overhead.json``,
+    written by ``benchmarks/run_overhead.py``)."""
+    import json
+
+    d = json.loads((Path(results).parent.parent / "benchmarks" / "run-overhead.json").read_text())
+    rows = [{"round": i, "executor": side.replace("_", "-"), "wall, s": _fmt(r["wall_s"], 0),
+             "training, s": _fmt(r["train_s"], 0), "evaluation, s": _fmt(r["evaluate_s"], 0),
+             "setup, s": _fmt(r["setup_s"], 1), "floor and oracle look-ups, s": _fmt(r["references_s"], 1),
+             "overhead, s": _fmt(r["overhead_s"], 0), "overhead, % of the run": _fmt(r["overhead_share"], 1, 100)}
+            for i, rnd in enumerate(d["rounds"]) for side, r in rnd.items()]
+    return (f"{d['arch']} at the {d['budget']} budget, seed 0 (`benchmarks/run_overhead.py`, "
+            f"`benchmarks/run-overhead.json`); overhead = wall time - training - evaluation:\n\n"
+            + _markdown(pd.DataFrame(rows).set_index("round")))
 
 
 @generator("reading-path")
@@ -256,7 +297,8 @@ def mim_levers(results: Path = RESULTS) -> str:
             f"{int(r['steps'])} steps")
         if pd.isna(r["mask_ratio"]):
             loss = f"{r['loss_last50']:.3f} (contrastive)"
-        elif r["norm_pix"] is True or str(r["norm_pix"]) == "True":  # per-patch targets: the reference of mim-bounds
+        elif (r["norm_pix"] is True or str(r["norm_pix"]) == "True") and r["target"] == "clean":  # per-patch
+            # clean targets: the reference of mim-bounds (the early runs logged the plain target's beside them)
             loss = f"{r['loss_last50']:.3f} / {norm_ref}"
         else:
             loss = f"{r['loss_last50']:.3f} / {r['mean_image_loss']:.3f}"
