@@ -48,7 +48,9 @@ class Budget:
     cl_steps: int = 800
     cl_batch: int = 128
     cl_lr: float = 1e-3
-    mim_steps: int = 1600  # at 800 the MAE loss sat at the trivial solution ([mim-v2](../../docs/lab-notes/mim-v2.md))
+    # texture shows with length: at 800 steps the MAE loss sat at the trivial solution, at 3,200 the tokens
+    # read texture ([mim-v2](../../docs/lab-notes/mim-v2.md))
+    mim_steps: int = 3200
     mim_batch: int = 128
     mim_lr: float = 1.5e-3
     mim_mask_ratio: float = 0.5  # MAE's 0.75 hides a third of the 4-patch objects entirely, 0.5 about 6 %
