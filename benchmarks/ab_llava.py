@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,10 +80,8 @@ def main(argv=None) -> int:
                       f"(A {got['A']['total_s']:.0f}s, B {got['B']['total_s']:.0f}s)", file=sys.stderr)
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old)], check=False)
-    ratios = sorted(r["ratio_total"] for r in rounds)
-    train = sorted(r["ratio_train"] for r in rounds)
     result = {"ref": a.ref, "steps": a.steps, "eval_per_category": a.eval, "rounds": rounds,
-              "median_ratio_total": ratios[len(ratios) // 2], "median_ratio_train": train[len(train) // 2]}
+              **{f"median_{k}": statistics.median_high(r[k] for r in rounds) for k in ("ratio_total", "ratio_train")}}
     Path(a.output).write_text(json.dumps(result, indent=1))
     print(f"median B/A wall time {result['median_ratio_total']:.2f}; written {a.output}")
     return 0

@@ -8,8 +8,8 @@ For each design, each training stage runs on two copies of one initialised model
 batches; the rounds alternate which side goes first. Reported per stage: the median step of each side, their
 ratio A/B, the first compiled step (the compile; seconds when inductor's on-disk cache already holds the graph,
 a minute or two when not), the loss difference at the first step (same weights, same batch: the rounding) and
-the largest over the run (rounding compounded by training). The run's
-ratio weights each stage's step ratio by its steps in the budget. Writes benchmarks/compile-ab.json (or FILE).
+the largest over the run (rounding compounded by training). The run's ratio weights each stage's step ratio by
+its steps in the budget. Writes benchmarks/compile-ab.json (or FILE).
 """
 from __future__ import annotations
 

@@ -4,12 +4,11 @@
 
 Each round runs the same configuration twice, the order alternated: through papermill as a sweep runs it (a fresh
 process and kernel: ``vlmlab run``) and in this process (``vlmlab.runs.run``, imports and backbones already
-loaded, as a warm worker would run its second run). Each run trains its model anew. The record's ``seconds``
-split the run inside ``vlmlab.runs.run``: setup (backbones and the model), training, evaluation, and the floor
-and oracle look-ups (computed before the rounds, so that both sides look them up). The papermill side adds what
-happens before and after it: process and kernel start, imports, the notebook's other cells. Overhead = wall
-time - training - evaluation. Writes benchmarks/run-overhead.json
-(or FILE).
+loaded, as a warm worker would run its second run). Each run trains its model anew. The record's
+``train_seconds`` and ``seconds`` split the run inside ``vlmlab.runs.run``: setup (backbones and the model),
+training, evaluation, and the floor and oracle look-ups (computed before the rounds, so that both sides look them
+up). The papermill side adds what happens before and after it: process and kernel start, imports, the notebook's
+other cells. Overhead = wall time - training - evaluation. Writes benchmarks/run-overhead.json (or FILE).
 """
 from __future__ import annotations
 
@@ -26,7 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _shares(wall: float, seconds: dict) -> dict:
+def _shares(wall: float, record: dict) -> dict:
+    seconds = {"train": record["train_seconds"], **record["seconds"]}
     overhead = wall - seconds["train"] - seconds["evaluate"]
     return {"wall_s": wall, **{f"{k}_s": v for k, v in seconds.items()}, "overhead_s": overhead,
             "overhead_share": overhead / wall}
@@ -39,7 +39,7 @@ def papermill_run(arch: str, budget: str, out: Path) -> dict:
     t = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
     wall = time.perf_counter() - t
-    return _shares(wall, json.loads((out / "record.json").read_text())["seconds"])
+    return _shares(wall, json.loads((out / "record.json").read_text()))
 
 
 def in_process_run(arch: str, budget: str, out: Path) -> dict:
@@ -47,7 +47,7 @@ def in_process_run(arch: str, budget: str, out: Path) -> dict:
 
     t = time.perf_counter()
     exp = runs.run(runs.RunConfig.from_params(arch=arch, budget=budget, seed=0), progress=False, output_dir=out)
-    return _shares(time.perf_counter() - t, exp.record["seconds"])
+    return _shares(time.perf_counter() - t, exp.record)
 
 
 def main(argv=None) -> int:

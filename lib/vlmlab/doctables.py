@@ -173,13 +173,18 @@ def _fmt(value, digits: int = 1, scale: float = 1.0) -> str:
     return "–" if value is None else f"{scale * float(value):,.{digits}f}"
 
 
+def _benchmarks_dir(results: Path) -> Path:
+    """``benchmarks/`` of the repository that holds ``results`` (its ``docs/results``)."""
+    return Path(results).parent.parent / "benchmarks"
+
+
 @generator("benchmarks")
 def benchmarks(results: Path = RESULTS) -> str:
     """The commands' wall times (``benchmarks/end-to-end.json``) and each ``benchmarks/results-*.json`` that
     ``benchmarks/run_all.py`` wrote, one column per file; ``benchmarks/`` of the repository that holds ``results``."""
     import json
 
-    bench = Path(results).parent.parent / "benchmarks"
+    bench = _benchmarks_dir(results)
     parts = []
     e2e = bench / "end-to-end.json"
     if e2e.is_file():
@@ -239,7 +244,7 @@ def compile_ab(results: Path = RESULTS) -> str:
     ``benchmarks/compile_ab.py``)."""
     import json
 
-    d = json.loads((Path(results).parent.parent / "benchmarks" / "compile-ab.json").read_text())
+    d = json.loads((_benchmarks_dir(results) / "compile-ab.json").read_text())
     rows = [{"design": arch, "stage": name, "steps in a run": r["steps_in_run"],
              "eager, ms": _fmt(r["eager_step_s"], 1, 1000), "compiled, ms": _fmt(r["compiled_step_s"], 1, 1000),
              "eager / compiled": _fmt(r["ratio"], 2), "first compiled step, s": _fmt(r["first_compiled_step_s"], 0),
@@ -259,7 +264,7 @@ def run_overhead(results: Path = RESULTS) -> str:
     written by ``benchmarks/run_overhead.py``)."""
     import json
 
-    d = json.loads((Path(results).parent.parent / "benchmarks" / "run-overhead.json").read_text())
+    d = json.loads((_benchmarks_dir(results) / "run-overhead.json").read_text())
     rows = [{"round": i, "executor": side.replace("_", "-"), "wall, s": _fmt(r["wall_s"], 0),
              "training, s": _fmt(r["train_s"], 0), "evaluation, s": _fmt(r["evaluate_s"], 0),
              "setup, s": _fmt(r["setup_s"], 1), "floor and oracle look-ups, s": _fmt(r["references_s"], 1),

@@ -353,7 +353,7 @@ def _run(config: RunConfig, budget: Budget, dist, device, progress, backbones, o
         record = _record(config, budget, inputs, ev, logs, train_s, key, device, dist, checkpoint,
                          time.perf_counter() - t_start)
         # where a run's time goes (benchmarks/run_overhead.py): what is not training or evaluating is overhead
-        record["seconds"] = {"setup": setup_s, "train": train_s, **ev["seconds"]}
+        record["seconds"] = {"setup": setup_s, **ev["seconds"]}  # training: record["train_seconds"]
         _store_model(key, inputs.model, record)
     if output_dir is not None and writer:
         write_json_atomic(Path(output_dir) / "record.json", record)

@@ -78,16 +78,16 @@ def _run_workers(study: Study, workers: int, threads: int, progress: bool) -> Sw
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
         parts = list(pool.map(_run_inprocess, [study] * workers, [progress] * workers, [threads] * workers))
     result = SweepResult(study.spec())
-    done = {o.run_dir for part in parts for o in part.done}
-    failed = {o.run_dir for part in parts for o in part.failed}
     for part in parts:
         result.done += part.done
         result.failed += part.failed
-        # skipped by every worker: complete before; busy in one worker because another one ran it: not counted
-        result.skipped += [o for o in part.skipped if o.run_dir not in done | failed
-                           and o.run_dir not in {x.run_dir for x in result.skipped}]
-        result.busy += [o for o in part.busy if o.run_dir not in done | failed
-                        and o.run_dir not in {x.run_dir for x in result.busy}]
+    # a run another worker trained was skipped or busy in the rest; one complete before, skipped by every worker
+    counted = {o.run_dir for o in result.done + result.failed}
+    for kind in ("skipped", "busy"):
+        for o in (o for part in parts for o in getattr(part, kind)):
+            if o.run_dir not in counted:
+                counted.add(o.run_dir)
+                getattr(result, kind).append(o)
     result.seconds = time.perf_counter() - t0
     return result
 

@@ -27,8 +27,6 @@ NUMBERS = ("zero", "one", "two", "three")
 TEMPLATE_WORDS = ["what", "color", "shape", "texture", "is", "the", "object", "there", "a", "?", "yes", "no",
                   "left", "of", "above", "how", "many", "objects", "are", "bigger", "than", "same", "as", "or", "and",
                   "size", "row", "column", "in", *NUMBERS]
-
-
 # single-object look-ups: never evaluated, asked in LM pretraining and (``Budget.vlm_grounding``) in the VLMs'
 # instruction data, so that a comparison of two objects rests on look-ups that were supervised on their own
 LOOKUPS = ("size", "row", "column")
@@ -194,21 +192,26 @@ def make_question(rng: np.random.Generator, w: WorldConfig, smp: ObjectSampler, 
     raise RuntimeError(f"could not draw a compositional {category} question")
 
 
+def _words(question: str) -> list[str]:
+    """A templated question's words, "an" read as "a" (the article follows the colour; the tokenizer folds it too)."""
+    return ["a" if t == "an" else t for t in question.split()]
+
+
 def wording(question: str, w: WorldConfig) -> str:
     """The question's template: its shape and colour words replaced by ``<shape>`` / ``<color>``, so that questions
     asked the same way group together ("is the circle left of the square ?" -> "is the <shape> left of the
     <shape> ?"). Several categories are asked in two wordings (spatial: left of / above; comparison: bigger than /
     same color as; counting: by colour / by shape; logical: and / or), and a category's mean can hide a gap
     between them (docs/lab-notes/oracle-wordings.md)."""
-    slots = {**dict.fromkeys(w.shapes, "<shape>"), **dict.fromkeys(w.colors, "<color>"), "an": "a"}
-    return " ".join(slots.get(t, t) for t in question.split())
+    slots = {**dict.fromkeys(w.shapes, "<shape>"), **dict.fromkeys(w.colors, "<color>")}
+    return " ".join(slots.get(t, t) for t in _words(question))
 
 
 # ---- answering any templated question about any scene (used to ask a scene several questions) ----------------
 def solve(question: str, scene) -> str | None:
     """The answer of a templated question on a scene, or None when the question is ill-posed there (a referent
     that is missing or not unique, a count beyond the answer set)."""
-    q = ["a" if t == "an" else t for t in question.split()]
+    q = _words(question)
 
     def unique(pred):
         hits = [o for o in scene if pred(o)]
