@@ -188,14 +188,18 @@ class Experiment:
 
 
 def make_data(world: World, batch_size: int, grounding: float = 0.0, *, rank: int = 0, ranks: int = 1):
-    """Training batch ``step`` of a task; ``grounding`` of the question tasks' questions are look-ups
-    (``Budget.vlm_grounding``). Of ``ranks`` processes, ``rank`` gets its consecutive ``batch_size / ranks``
-    samples of each batch (together: the batch one process trains on)."""
-    per = batch_size // ranks
+    """Training batch ``step`` of a task, of ``n`` samples (default ``batch_size``; a stage may use its own);
+    ``grounding`` of the question tasks' questions are look-ups (``Budget.vlm_grounding``). Of ``ranks``
+    processes, ``rank`` gets its consecutive ``n / ranks`` samples of each batch (together: the batch one process
+    trains on)."""
 
-    def data(task: str, step: int) -> dict:
+    def data(task: str, step: int, n: int = batch_size) -> dict:
+        if n % ranks:
+            raise ValueError(f"{ranks} processes cannot share a batch of {n}: use a number of processes that "
+                             f"divides it")
+        per = n // ranks
         g = grounding if task in ("qa", "blind") else 0.0
-        return world.batch(task, "train", step * batch_size + rank * per, per, with_images=task != "blind",
+        return world.batch(task, "train", step * n + rank * per, per, with_images=task != "blind",
                            grounding=g)
     return data
 

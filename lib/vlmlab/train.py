@@ -134,7 +134,9 @@ class Stage:
     loss:      name of the model method ``loss_<loss>(batch)`` computing the stage loss
     task:      which text the data carries (see ``vlmlab.world.TASKS``), or "unpaired" for distillation data
     share:     fraction of the budget's VLM steps spent in this stage
-    lr_scale:  per-module learning-rate multipliers (e.g. the LLM trains slower than a fresh connector)
+    lr:        per-module learning rates (e.g. the LLM trains slower than a fresh connector)
+    steps:     a fixed number of steps instead of a share (a pretraining-like stage outside the VLM budget)
+    batch:     samples per step when not the budget's ``vlm_batch`` (e.g. a contrastive stage's larger batch)
     """
 
     name: str
@@ -143,6 +145,17 @@ class Stage:
     task: str = "qa"
     share: float = 1.0
     lr: dict[str, float] = field(default_factory=dict)
+    steps: int | None = None
+    batch: int | None = None
+
+
+def stage_plan(stages: list[Stage], budget) -> list[int]:
+    """Optimizer steps of each stage: its fixed ``steps``, else its share of ``budget.vlm_steps`` (at least 1)."""
+    return [st.steps if st.steps is not None else max(1, round(budget.vlm_steps * st.share)) for st in stages]
+
+
+def stage_batch(stage: Stage, budget) -> int:
+    return stage.batch if stage.batch is not None else budget.vlm_batch
 
 
 def set_trainable(model: torch.nn.Module, names) -> list[torch.nn.Parameter]:
@@ -182,8 +195,7 @@ def train_stages(model, stages: list[Stage], data, budget, *, device, precision:
     if budget.vlm_compile:  # graphs of earlier runs in this process count towards dynamo's recompile limit
         torch._dynamo.reset()  # inductor's on-disk cache still makes compiling them again quick
     logs = []
-    total = budget.vlm_steps
-    plan = [max(1, round(total * st.share)) for st in stages]
+    plan = stage_plan(stages, budget)
     resumed = checkpoint.load(model, stages, plan, device) if checkpoint is not None else None
     offset = 0
     for i, (st, steps) in enumerate(zip(stages, plan)):
@@ -197,7 +209,8 @@ def train_stages(model, stages: list[Stage], data, budget, *, device, precision:
             from .checkpoint import set_rng_state
 
             set_rng_state(resumed.rng)
-            logs.append(StageLog(st.name, steps, list(resumed.losses), resumed.seconds, steps * budget.vlm_batch))
+            logs.append(StageLog(st.name, steps, list(resumed.losses), resumed.seconds,
+                                 steps * stage_batch(st, budget)))
             offset += steps
             continue
         set_trainable(model, st.trainable)
@@ -218,8 +231,13 @@ def train_stages(model, stages: list[Stage], data, budget, *, device, precision:
             # attention backward failed on one (benchmarks/compile_ab.py)
             loss_method = CompiledLoss(loss_method, enabled=budget.vlm_compile, device=device)
 
-        def batches(step, _task=st.task, _start=offset):
-            return data(_task, _start + step)
+        n = stage_batch(st, budget)
+        if n == budget.vlm_batch:
+            def batches(step, _task=st.task, _start=offset):
+                return data(_task, _start + step)
+        else:  # the stage's own batch size: its samples start where the earlier stages' samples end
+            def batches(step, _task=st.task, _start=-(-offset * budget.vlm_batch // n), _n=n):
+                return data(_task, _start + step, _n)
 
         before = list(resumed.losses) if here else []
         t0 = time.perf_counter() - (resumed.seconds if here else 0.0)
@@ -243,7 +261,7 @@ def train_stages(model, stages: list[Stage], data, budget, *, device, precision:
                                    schedule=budget.vlm_schedule, start=start, restore=restore,
                                    after_step=after_step if checkpoint is not None else None,
                                    reduce_loss=dist.mean if dist is not None else None)
-        logs.append(StageLog(st.name, steps, losses, time.perf_counter() - t0, steps * budget.vlm_batch))
+        logs.append(StageLog(st.name, steps, losses, time.perf_counter() - t0, steps * n))
         offset += steps
     model.requires_grad_(False)
     model.eval()

@@ -109,6 +109,14 @@ class HoVLEKnobs(Knobs):
     pixel_shuffle: str = knob("pre", choices=("pre", "post"),
                               doc="2x2 pixel shuffle + MLP before the module's layers (HoVLE) or after them "
                                   "(HoVLE-HD: the module sees 4x more image tokens)")
+    teacher_steps: int = knob(0, check=(lambda v: 0 <= v <= 100_000, "between 0 and 100000"),
+                              doc="steps of the teacher stage outside the VLM budget (e.g. LLaVA's 720 alignment "
+                                  "steps: the paper's teacher is given); 0 = its share of the budget")
+    distill_steps: int = knob(0, check=(lambda v: 0 <= v <= 100_000, "between 0 and 100000"),
+                              doc="steps of Stage I outside the VLM budget (e.g. the CL ViT's 800: the paper "
+                                  "distils at pretraining scale); 0 = its share of the budget")
+    distill_batch: int = knob(0, check=(lambda v: 0 <= v <= 4096, "between 0 and 4096"),
+                              doc="samples per Stage I step (e.g. 128, the CL ViT's); 0 = the budget's VLM batch")
 
     def validate(self, arch: str) -> None:
         if self.embed_attention == "bidirectional" and self.n_embed_layers == 0:
@@ -397,10 +405,13 @@ class HoVLE(VLM):
             share["align"] += share.pop("distill")
         llm = ("lm.model.layers", "lm.model.norm", "lm.lm_head")  # the LLM minus its (bypassed) input table
         out = []
+        k = self.knobs
         if "teacher" in share:
-            out.append(Stage("teacher", ("teacher",), loss="teacher", task="describe", share=share["teacher"]))
+            out.append(Stage("teacher", ("teacher",), loss="teacher", task="describe", share=share["teacher"],
+                             steps=k.teacher_steps or None))
         if "distill" in share:
-            out.append(Stage("distill", ("embed",), loss="distill", task="scene_lm", share=share["distill"]))
+            out.append(Stage("distill", ("embed",), loss="distill", task="scene_lm", share=share["distill"],
+                             steps=k.distill_steps or None, batch=k.distill_batch or None))
         out.append(Stage("align", ("embed",), task="describe", share=share["align"]))
         out.append(Stage("instruct", ("embed",) + llm, task="qa", share=share["instruct"],
                          lr={k: b.llm_lr for k in llm}))

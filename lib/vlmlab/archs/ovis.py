@@ -79,8 +79,16 @@ class OvisKnobs(Knobs):
                               doc="space-to-depth stride: hs x hs patches -> one token (1 = v1.0; 2 = v2.5)")
     reinit_last_block: bool = knob(False, doc="re-initialise the last ViT block before S1 (v1.0) or only "
                                               "unfreeze it (v1.5, default)")
+    vit: str = knob("trained", choices=("trained", "frozen"),
+                    doc="the vision tower: trained (last block in S1, all of it in S2 and S3, as the paper) or "
+                        "frozen throughout (only the head and the VTE learn the image side)")
+    qa_share: float = knob(0.5, check=(lambda v: 0.1 <= v <= 0.9, "between 0.1 and 0.9"),
+                           doc="share of the VLM steps in S3 (VQA); S1 and S2 split the rest 3:2")
 
     def validate(self, arch: str) -> None:
+        if self.vit == "frozen" and self.reinit_last_block:
+            raise ValueError(f"knob 'reinit_last_block'=True of arch={arch!r} needs knob 'vit'='trained' (a "
+                             f"re-initialised block must train); use reinit_last_block=False or vit='trained'")
         entries = self.table_size - N_IND  # the rows a patch can index: the last N_IND are the image indicators
         if self.indexings > entries:
             raise ValueError(
@@ -207,14 +215,16 @@ class Ovis(VLM):
 
     # ---- training --------------------------------------------------------------------------------------
     def stages(self):
-        b = self.budget
-        block_lr = b.vlm_lr if self.knobs.reinit_last_block else b.llm_lr
+        b, k = self.budget, self.knobs
+        block_lr = b.vlm_lr if k.reinit_last_block else b.llm_lr
+        rest = 1.0 - k.qa_share
+        block, vision = ((self.last_block,), ("vision",)) if k.vit == "trained" else ((), ())
         return [
-            Stage("s1_vte", (self.last_block, "head", "vte"), task="describe", share=0.3,
+            Stage("s1_vte", block + ("head", "vte"), task="describe", share=0.6 * rest,
                   lr={self.last_block: block_lr}),
-            Stage("s2_tokenizer", ("vision", "head", "vte"), task="describe", share=0.2,
+            Stage("s2_tokenizer", vision + ("head", "vte"), task="describe", share=0.4 * rest,
                   lr={"vision": b.llm_lr}),
-            Stage("s3_instruct", ("vision", "head", "vte", "lm"), task="qa", share=0.5,
+            Stage("s3_instruct", vision + ("head", "vte", "lm"), task="qa", share=k.qa_share,
                   lr={"vision": b.llm_lr, "lm": b.llm_lr}),
         ]
 

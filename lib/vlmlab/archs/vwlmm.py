@@ -52,6 +52,9 @@ class VWLMMKnobs(Knobs):
                             doc="weight of the visual-word KL loss L_vm (paper/code: 1; 0 = the LLaVA loss)")
     detach_target: bool = knob(False, doc="stop the gradient through the target q (code: False, the VM head and "
                                           "projector learn through q; True: a fixed-target distillation reading)")
+    vm_head: str = knob("linear", choices=("linear", "embedding"),
+                        doc="the VM head: a free Linear (paper) or anchored to the LLM's input-embedding rows, "
+                            "q_j = softmax(z_j E_txt^T) with E_txt held fixed in L_vm (no parameters of its own)")
     pif: bool = knob(False, doc="pseudo-image features: the LLM reads q_j @ E_txt (its own input-embedding "
                                 "table) at image positions instead of the continuous z_j (VW-LMM-Vicuna-pif)")
 
@@ -109,9 +112,15 @@ class VWLMM(VLM):
         E = self.lm.get_input_embeddings().weight  # [V, d_lm]
         return q.to(E.dtype) @ E
 
+    def vm_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """The VM head: z [..., d_lm] -> visual-word logits [..., V]."""
+        if self.knobs.vm_head == "embedding":  # anchored: a patch's visual word is the row its z points to
+            return z @ self.lm.get_input_embeddings().weight.detach().t()
+        return self.vm_head(z)
+
     def visual_tokens(self, pixel_values):
         z = self.connector(self.features(pixel_values))  # [B, N, d_lm]
-        q_logits = self.vm_head(z)  # [B, N, V]: only at image positions
+        q_logits = self.vm_logits(z)  # [B, N, V]: only at image positions
         if self.knobs.pif:
             vis = self.pseudo_features(F.softmax(q_logits.float(), dim=-1))  # [B, N, d_lm]
         else:
@@ -136,9 +145,10 @@ class VWLMM(VLM):
 
     def stages(self):
         b = self.budget
+        head = ("vm_head",) if self.knobs.vm_head == "linear" else ()  # the anchored head has no parameters
         return [
-            Stage("align", ("connector", "vm_head"), loss="vw", task="describe", share=0.3),
-            Stage("instruct", ("connector", "vm_head", "lm"), loss="vw", task="qa", share=0.7,
+            Stage("align", ("connector",) + head, loss="vw", task="describe", share=0.3),
+            Stage("instruct", ("connector",) + head + ("lm",), loss="vw", task="qa", share=0.7,
                   lr={"lm": b.llm_lr}),
         ]
 

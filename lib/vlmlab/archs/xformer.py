@@ -97,6 +97,12 @@ class XFormerKnobs(Knobs):
     tune_llm: bool = knob(False, doc="unfreeze the LLM in the stage-2 qa stage (paper: frozen)")
     stage1_share: float = knob(0.4, check=(lambda v: 0.0 < v < 1.0, "strictly between 0 and 1"),
                                doc="fraction of the VLM steps spent in stage 1 (ITC+ITM+ITG+L_rec on captions)")
+    stage1_steps: int = knob(0, check=(lambda v: 0 <= v <= 100_000, "between 0 and 100000"),
+                             doc="stage-1 steps outside the VLM budget (e.g. fewer, larger batches); 0 = its share "
+                                 "'stage1_share' of the budget")
+    stage1_batch: int = knob(0, check=(lambda v: 0 <= v <= 4096, "between 0 and 4096"),
+                             doc="samples per stage-1 step (BLIP-2: ~2,000, so ITC sees many negatives); 0 = the "
+                                 "budget's VLM batch")
     describe_share: float = knob(0.0, check=(lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
                                  doc="fraction of the steps for a stage-2 LM stage on 'describe' data before 'qa' "
                                      "(0 = none)")
@@ -510,7 +516,8 @@ class XFormer(VLM):
         fusion = ("fusion",) if self.fusion is not None else ()
         s2 = ("qformer.query", "qformer.shared") + fusion + ("fc",)
         stages = [Stage("stage1", ("qformer",) + fusion + ("heads",), loss="stage1", task="caption",
-                        share=k.stage1_share)]
+                        share=k.stage1_share, steps=k.stage1_steps or None,
+                        batch=k.stage1_batch or None)]
         if k.describe_share > 0:
             stages.append(Stage("describe", s2, loss="stage2", task="describe", share=k.describe_share))
         qa_share = 1.0 - k.stage1_share - k.describe_share

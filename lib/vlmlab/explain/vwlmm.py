@@ -36,7 +36,7 @@ def vwlmm_steps(model, batch: dict) -> dict[str, torch.Tensor]:
     pix = batch["pixel_values"].to(model.device)
     feats = model.features(pix)
     z = model.connector(feats)
-    q_logits = model.vm_head(z)
+    q_logits = model.vm_logits(z)
     out = model.forward(batch)
     B = z.shape[0]
     llm_input = out["inputs_embeds"][out["visual_mask"]].view(B, -1, z.shape[-1])
