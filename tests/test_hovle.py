@@ -357,3 +357,16 @@ def test_smoke_run_end_to_end():
                 "lm_embed_norm_text", "teacher_norm_image", "answer_to_image_attention_mass"):
         assert math.isfinite(diag[key]), key
     assert len(diag["distill_cos_image_map"]) == e.model.n_image_tokens
+
+
+def test_stage_i_at_its_own_scale_runs_outside_the_vlm_budget(tiny_backbones, smoke_budget):
+    from vlmlab.train import stage_plan
+
+    base = _model(tiny_backbones, smoke_budget).stages()
+    sts = _model(tiny_backbones, smoke_budget, teacher_steps=7, distill_steps=5, distill_batch=32).stages()
+    assert [(s.steps, s.batch) for s in sts] == [(7, None), (5, 32), (None, None), (None, None)]
+    # align and instruction tuning keep their steps: only Stage I changes
+    assert stage_plan(sts, smoke_budget)[:2] == [7, 5]
+    assert stage_plan(sts, smoke_budget)[2:] == stage_plan(base, smoke_budget)[2:]
+    with pytest.raises(ValueError, match=r"distill_batch.*between 0 and 4096"):
+        _model(tiny_backbones, smoke_budget, distill_batch=-1)

@@ -292,3 +292,17 @@ def test_smoke_run_end_to_end():
               "answer_to_image_attention_mass"):
         assert math.isfinite(r["diagnostics"][k]), k
     assert [s["name"] for s in r["stages"]] == ["s1_vte", "s2_tokenizer", "s3_instruct"]
+
+
+def test_frozen_vit_knob_trains_no_vision_parameter_and_qa_share_sets_the_vqa_steps(ovis, world, smoke_budget):
+    m = ovis(vit="frozen", qa_share=0.7)
+    st = m.stages()
+    assert [s.share for s in st] == pytest.approx([0.18, 0.12, 0.7])
+    for s in st:
+        assert not any(n.startswith("vision") for n in s.trainable)
+        set_trainable(m, s.trainable)
+        assert not any(p.requires_grad for p in m.vision.parameters())
+    with pytest.raises(ValueError, match=r"reinit_last_block.*vit'='trained'"):
+        ovis(vit="frozen", reinit_last_block=True)
+    with pytest.raises(ValueError, match=r"qa_share.*between 0\.1 and 0\.9"):
+        ovis(qa_share=1.0)

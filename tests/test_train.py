@@ -197,3 +197,25 @@ def test_compiled_loss_compiles_once_whatever_the_answer_sets(monkeypatch):
         for i in range(4):
             c({"x": torch.ones(3), "answer_sets": [("yes", "no")] * (i + 1)})
         assert len(graphs) == expected
+
+
+def test_a_stage_with_its_own_steps_and_batch_trains_them_on_fresh_samples(tiny_backbones, smoke_budget, world):
+    m = build("llava", tiny_backbones, smoke_budget)
+    align, instruct = m.stages()
+    stages = [train.Stage(align.name, align.trainable, task=align.task, share=align.share, steps=3, batch=12),
+              instruct]
+    base = make_data(world, smoke_budget.vlm_batch)
+    calls = []
+
+    def data(task, step, n=smoke_budget.vlm_batch):
+        calls.append((task, step, n))
+        return base(task, step, n)
+
+    logs = train.train_stages(m, stages, data, smoke_budget, device=torch.device("cpu"), progress=False)
+    plan = train.stage_plan(stages, smoke_budget)
+    assert plan == [3, round(smoke_budget.vlm_steps * instruct.share)]
+    assert [(lg.steps, lg.samples) for lg in logs] == [(3, 36), (plan[1], plan[1] * smoke_budget.vlm_batch)]
+    assert calls[:3] == [("describe", s, 12) for s in range(3)]
+    # the next stage's samples start after the 36 the first stage read (36 / 8 = 4.5: at its batch 5)
+    assert calls[3] == ("qa", 5, smoke_budget.vlm_batch)
+    assert len(base("qa", 0, 12)["input_ids"]) == 12

@@ -294,3 +294,19 @@ def test_smoke_run_end_to_end():
     for key in ("visual_words_top3", "top_visual_word_color_fraction", "visual_word_entropy", "loss_vm"):
         assert key in r["diagnostics"]
     assert r["config"]["knobs"] == {"lambda_vm": 1.0, "detach_target": False, "pif": False}
+
+
+def test_embedding_anchored_vm_head_reads_the_llm_rows_and_has_no_parameters(tiny_backbones, smoke_budget, batch):
+    torch.manual_seed(0)
+    m = build("vwlmm", tiny_backbones, smoke_budget, {"vm_head": "embedding"})
+    _, extras = m.visual_tokens(batch["pixel_values"])
+    E = m.lm.get_input_embeddings().weight
+    assert torch.allclose(extras["q_logits"], extras["z"] @ E.t(), atol=1e-6)
+    assert all("vm_head" not in st.trainable for st in m.stages())
+    set_trainable(m, m.stages()[-1].trainable)
+    m.loss_vw(batch).backward()
+    assert E.grad is not None and E.grad.abs().sum() > 0  # L_lm trains the rows through the text tokens
+    m.zero_grad()
+    z = extras["z"].detach().requires_grad_(True)
+    m.vm_logits(z).sum().backward()  # the visual words hold the rows fixed: only z learns from them
+    assert E.grad is None and z.grad is not None and z.grad.abs().sum() > 0

@@ -380,3 +380,11 @@ def test_smoke_run_end_to_end():
     assert set(d["stage1_losses"]) == {"itc", "itm", "itg", "rec"}
     assert [s["name"] for s in rec["stages"]] == ["stage1", "stage2"]
     assert d["n_prefix_tokens"] == len(d["answer_to_image_attention_map"]) == 8
+
+
+def test_stage1_batch_and_steps_knobs(tiny_backbones, smoke_budget):
+    st = build("xformer", tiny_backbones, smoke_budget, {"stage1_batch": 64, "stage1_steps": 30}).stages()
+    assert (st[0].name, st[0].steps, st[0].batch) == ("stage1", 30, 64)
+    assert all(s.steps is None and s.batch is None for s in st[1:])
+    st = build("xformer", tiny_backbones, smoke_budget).stages()
+    assert st[0].steps is None and st[0].batch is None

@@ -197,11 +197,13 @@ def train_stages(model, stages: list[Stage], data, budget, *, device, precision:
     logs = []
     plan = stage_plan(stages, budget)
     resumed = checkpoint.load(model, stages, plan, device) if checkpoint is not None else None
-    offset = 0
+    offset = 0  # optimizer steps before this stage
+    consumed = 0  # training samples before this stage
     for i, (st, steps) in enumerate(zip(stages, plan)):
         if resumed is not None and i < resumed.stage:  # finished before the checkpoint: its log is kept there
             logs.append(StageLog(**resumed.logs[i]))
             offset += steps
+            consumed += steps * stage_batch(st, budget)
             continue
         here = resumed is not None and i == resumed.stage
         start = resumed.step if here else 0
@@ -212,6 +214,7 @@ def train_stages(model, stages: list[Stage], data, budget, *, device, precision:
             logs.append(StageLog(st.name, steps, list(resumed.losses), resumed.seconds,
                                  steps * stage_batch(st, budget)))
             offset += steps
+            consumed += steps * stage_batch(st, budget)
             continue
         set_trainable(model, st.trainable)
         groups = []
@@ -232,11 +235,12 @@ def train_stages(model, stages: list[Stage], data, budget, *, device, precision:
             loss_method = CompiledLoss(loss_method, enabled=budget.vlm_compile, device=device)
 
         n = stage_batch(st, budget)
+        first = -(-consumed // n)  # the stage's samples start where the earlier stages' samples end
         if n == budget.vlm_batch:
-            def batches(step, _task=st.task, _start=offset):
+            def batches(step, _task=st.task, _start=first):
                 return data(_task, _start + step)
-        else:  # the stage's own batch size: its samples start where the earlier stages' samples end
-            def batches(step, _task=st.task, _start=-(-offset * budget.vlm_batch // n), _n=n):
+        else:  # the stage's own batch size
+            def batches(step, _task=st.task, _start=first, _n=n):
                 return data(_task, _start + step, _n)
 
         before = list(resumed.losses) if here else []
@@ -263,6 +267,7 @@ def train_stages(model, stages: list[Stage], data, budget, *, device, precision:
                                    reduce_loss=dist.mean if dist is not None else None)
         logs.append(StageLog(st.name, steps, losses, time.perf_counter() - t0, steps * n))
         offset += steps
+        consumed += steps * n
     model.requires_grad_(False)
     model.eval()
     return logs
