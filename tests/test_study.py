@@ -265,34 +265,50 @@ def test_accuracy_frame_is_tidy_and_complete(tmp_path):
     assert S.wording_summary(st).loc["seeds", case.name] == 2 and len(S.accuracy_frame(st)) == n_rows
 
 
-def test_conclusions_are_computed_and_flip_with_the_numbers(tmp_path):
+def test_conclusions_are_paired_over_seeds_and_flip_with_the_numbers(tmp_path):
     f = S.accuracy_frame(synthetic_study(tmp_path / "a", (0.61, 0.62, 0.63), (0.56, 0.58, 0.60)))
     s = S.compare(f, "config", "K=16", "K=256")
-    assert s == ("K=16 scores 62.0 ± 1.0 % overall vs 58.0 ± 2.0 % for K=256 (+4.0 points over 3 seeds; the "
-                 "difference is larger than the seed spread of 2.2)")
+    # per-seed differences 5, 4, 3: mean 4, t(0.975, 2) = 4.303 x 1 / sqrt(3) = 2.48
+    assert s == ("K=16 scores 62.0 ± 1.0 % overall vs 58.0 ± 2.0 % for K=256: paired difference +4.0 [+1.5, +6.5] "
+                 "points over 3 seeds (95 % interval); the interval excludes 0; 3 seeds are fewer than the 5 a "
+                 "difference needs before it is taught")
     assert S.compare(f, "config", "K=256", "K=16").startswith("K=256 scores 58.0 ± 2.0 % overall vs 62.0 ± 1.0 %")
-    assert "(-4.0 points" in S.compare(f, "config", "K=256", "K=16")
+    assert "difference -4.0 [-6.5, -1.5]" in S.compare(f, "config", "K=256", "K=16")
+    assert "fewer than" not in S.compare(f, "config", "K=16", "K=256", min_seeds=3)
     assert S.ranking(f).startswith("Ranking overall, best first: K=16 62.0 ± 1.0 %; K=256 58.0 ± 2.0 %")
     assert "blind floor 40.0 %, text-oracle ceiling 85.0 %" in S.ranking(f)
     assert S.gap_closed(f).endswith("K=16 49 %; K=256 40 %")  # (62-40)/45, (58-40)/45
-    wins = S.category_wins(f, "config", "K=16", "K=256")
-    assert "K=16 beats K=256 by more than the seed spread in counting (+40.0)" in wins
-    assert "K=256 beats K=16 in no category" in wins and "7 of 8 categories are within the spread" in wins
+    wins = S.category_wins(f, "config", "K=16", "K=256", min_seeds=3)
+    assert wins.startswith("Per category (paired over 3 seeds, Holm-corrected across 8 categories), K=16 is "
+                           "ahead of K=256 in counting (+40.0 [+40.0, +40.0])")
+    # overall is no category: 7 of 8 categories equal on every seed
+    assert "K=256 is ahead in no category" in wins and wins.endswith("7 of 8 categories show no difference")
 
     # the numbers flip: so do the sentences
     g = S.accuracy_frame(synthetic_study(tmp_path / "b", (0.56, 0.58, 0.60), (0.61, 0.62, 0.63),
                                          (0.5, 0.5, 0.5), (0.9, 0.9, 0.9)))
-    assert "(-4.0 points" in S.compare(g, "config", "K=16", "K=256")
+    assert "difference -4.0 [-6.5, -1.5]" in S.compare(g, "config", "K=16", "K=256")
     assert S.ranking(g).startswith("Ranking overall, best first: K=256 62.0 ± 1.0 %; K=16 58.0 ± 2.0 %")
-    assert "K=256 beats K=16 in counting (+40.0)" in S.category_wins(g, "config", "K=16", "K=256")
+    assert "K=256 is ahead in counting (-40.0" in S.category_wins(g, "config", "K=16", "K=256")
 
-    # a difference inside the seed spread is called so
-    h = S.accuracy_frame(synthetic_study(tmp_path / "c", (0.55, 0.62, 0.69), (0.52, 0.58, 0.64)))
-    assert "within the seed spread of 9.2" in S.compare(h, "config", "K=16", "K=256")
+    # the same means, but seeds that disagree: the paired interval includes 0
+    h = S.accuracy_frame(synthetic_study(tmp_path / "c", (0.55, 0.62, 0.69), (0.60, 0.58, 0.56)))
+    assert "the interval includes 0: no difference shown" in S.compare(h, "config", "K=16", "K=256")
+    # spreads as wide as the old rule's, but differences that agree on every seed: shown
+    k = S.accuracy_frame(synthetic_study(tmp_path / "d", (0.55, 0.62, 0.69), (0.52, 0.58, 0.64)))
+    assert "the interval excludes 0" in S.compare(k, "config", "K=16", "K=256")
 
     lines = S.conclusions(f, "config", [("K=16", "K=256")])
     assert len(lines) == 5 and all(l.startswith("- ") and l.endswith(".") for l in lines)
     assert any("(compositional split)" in l for l in lines)
+
+
+def test_a_per_category_difference_must_survive_holms_correction(tmp_path):
+    # counting: differences 10, 12, 14 (p = 0.008 alone); 8 categories: Holm multiplies the smallest p by 8
+    f = S.accuracy_frame(synthetic_study(tmp_path, (0.6, 0.6, 0.6), (0.6, 0.6, 0.6), (0.60, 0.62, 0.64),
+                                         (0.50, 0.50, 0.50)))
+    assert "K=16 is ahead of K=256 in no category" in S.category_wins(f, "config", "K=16", "K=256")
+    assert "in counting" in S.category_wins(f, "config", "K=16", "K=256", categories=["counting"])
 
 
 def test_one_seed_has_no_spread(tmp_path):
@@ -350,6 +366,8 @@ def test_paper_quotes_are_literal():
     for key, quotes in S.PAPER.items():
         for where, quote in quotes:
             assert re.sub(r"\*\*", "", quote) in text, (key, quote)
+    for key, claim in S.CLAIMS.items():
+        assert claim.source[1] in text, key
 
 
 def test_arch_table_renders_the_comparison_from_the_shared_store(tmp_path, capsys):
@@ -389,15 +407,6 @@ def test_sweep_specs_of_the_studies_hash_like_the_notebooks():
         assert {spec.run_dir(p) for p in spec.runs()} == {rd for _, _, rd in st.runs()}, name
 
 
-def test_a_difference_that_prints_equal_to_the_spread_is_not_called_larger(tmp_path):
-    # K=16: 60, 62, 64 (sd 2.0); K=256: 58, 58, 58 (sd 0): diff +4.0 vs spread 2.0 -> larger
-    f = S.accuracy_frame(synthetic_study(tmp_path / "a", (0.60, 0.62, 0.64), (0.58, 0.58, 0.58)))
-    assert "larger than the seed spread of 2.0" in S.compare(f, "config", "K=16", "K=256")
-    # K=256: 60, 60, 60: diff +2.0 vs spread 2.0 -> equal as printed
-    g = S.accuracy_frame(synthetic_study(tmp_path / "b", (0.60, 0.62, 0.64), (0.60, 0.60, 0.60)))
-    assert "about the size of the seed spread of 2.0" in S.compare(g, "config", "K=16", "K=256")
-
-
 def test_inprocess_workers_share_a_studys_runs_and_train_each_once(tmp_path):
     """``executor="inprocess", workers=2``: two warm processes train the study's runs between them (real smoke
     training); every run is done exactly once, by one of them, and a rerun finds them all complete."""
@@ -407,3 +416,50 @@ def test_inprocess_workers_share_a_studys_runs_and_train_each_once(tmp_path):
     assert sorted(o.run_dir for o in r.done) == sorted(rd for _, _, rd in st.runs())
     again = S.run_study(st, executor="inprocess", workers=2, threads=1, progress=False)
     assert not again.done and len(again.skipped) == 4
+
+
+def claim_records(tmp_path, key, design, controls, seeds=range(5)):
+    """Records for a claim's study: the design's and each control's accuracy in the claim's category per seed
+    (functions of the seed), the other categories at 0.5."""
+    st = S.claim_study(key, list(seeds), "smoke", tmp_path)
+    claim = S.get_claim(key)
+    for case, p, rd in st.runs():
+        f = design if case == claim.design else controls[claim.controls.index(case)]
+        write_json_atomic(rd / "record.json", fake_record(case.arch, case.knobs, p["seed"],
+                                                          {claim.category: f(p["seed"])}))
+    return S.accuracy_frame(st)
+
+
+def test_claim_verdicts_reproduced_not_reproduced_and_inconclusive(tmp_path):
+    up = lambda s: 0.60 + 0.01 * (s % 2)  # noqa: E731
+    f = claim_records(tmp_path / "a", "vwlmm_lambda", lambda s: up(s) + 0.05, [up])
+    t = S.verdicts(f, "vwlmm_lambda")
+    assert list(t["verdict"]) == ["reproduced"] and t["difference"].iloc[0] == pytest.approx(5.0)
+    assert S.claim_verdict(t) == "reproduced"
+    md = S.verdict_markdown(f, "vwlmm_lambda")
+    assert "**Verdict: reproduced**" in md and "+5.0" in md and S.CLAIMS["vwlmm_lambda"].source[0] in md
+    # a tight interval below +1 point: the gain is ruled out
+    f = claim_records(tmp_path / "b", "vwlmm_lambda", lambda s: up(s) + 0.002 * (s % 3), [up])
+    assert list(S.verdicts(f, "vwlmm_lambda")["verdict"]) == ["not reproduced"]
+    # a gain on fewer than 5 seeds is not taught
+    f = claim_records(tmp_path / "c", "vwlmm_lambda", lambda s: up(s) + 0.05, [up], seeds=range(3))
+    assert list(S.verdicts(f, "vwlmm_lambda")["verdict"]) == ["inconclusive"]
+    assert list(S.verdicts(f, "vwlmm_lambda", min_seeds=3)["verdict"]) == ["reproduced"]
+    # seeds that disagree: neither shown nor ruled out
+    f = claim_records(tmp_path / "d", "vwlmm_lambda", lambda s: up(s) + (0.06 if s % 2 else -0.04), [up])
+    assert list(S.verdicts(f, "vwlmm_lambda")["verdict"]) == ["inconclusive"]
+
+
+def test_a_claim_with_several_contrasts_holm_corrects_them_and_needs_each(tmp_path):
+    base = lambda s: 0.60 + 0.01 * (s % 2)  # noqa: E731
+    lower = lambda s: base(s) - 0.05  # noqa: E731
+    f = claim_records(tmp_path, "llavit_components", base, [lower, lower, base])
+    t = S.verdicts(f, "llavit_components")
+    assert len(t) == 3 and (t["p_holm"] >= t["p"]).all() and t["category"].eq("overall").all()
+    assert list(t["verdict"]) == ["reproduced", "reproduced", "not reproduced"]
+    assert S.claim_verdict(t) == "not reproduced"
+    assert "Holm-corrected across the contrasts" in S.verdict_markdown(f, "llavit_components")
+    x = S.claim_study("xformer_mim", [0], "smoke", tmp_path)
+    assert S.get_claim("xformer_mim").category == "structural" and len(x.cases) == 2
+    with pytest.raises(ValueError, match=r"claim='nope' is unknown; allowed values"):
+        S.claim_study("nope", [0], "smoke")

@@ -20,13 +20,17 @@ Then :func:`accuracy_frame` turns the records into one tidy frame (a row per run
 model / floor / ceiling / chance), :func:`ablation_plot` draws accuracy per category against the ablated value
 (bars = mean over seeds, error bars = sd over seeds, points = the seeds, floor and ceiling as lines),
 :func:`summary_table` prints mean ± std per configuration, and :func:`compare`, :func:`ranking`,
-:func:`category_wins`, :func:`gap_closed` build the notebooks' conclusions as sentences computed from the frame.
+:func:`category_wins`, :func:`gap_closed` build the notebooks' conclusions as sentences computed from the frame:
+differences are paired over seeds with a 95 % interval, per-category ones Holm-corrected (:mod:`vlmlab.stats`).
+:data:`CLAIMS` holds the papers' claims the notebooks test, each a study (:func:`claim_study`) with a verdict
+(:func:`verdicts`: reproduced, not reproduced or inconclusive).
 :data:`PAPER` holds what each paper reported (quoted from docs/papers.md) for the notebooks to
 print beside the measured numbers.
 
 One module per concern: :mod:`.store` (configurations, the run store, staleness), :mod:`.catalog` (the
 workbook's studies), :mod:`.execute` (launching or reusing runs), :mod:`.frames` (records to tidy frames),
-:mod:`.tables` (statistics and tables), :mod:`.conclusions` (sentences), :mod:`.plots` and :mod:`.papers`.
+:mod:`.tables` (statistics and tables), :mod:`.conclusions` (sentences), :mod:`.claims` (the papers' claims and
+their verdicts), :mod:`.plots` and :mod:`.papers`.
 Everything is importable from ``vlmlab.study``.
 """
 from __future__ import annotations
@@ -34,7 +38,8 @@ from __future__ import annotations
 from ..jsonio import params_hash
 from .catalog import (ATTENTION_KNOB, COMPARISON_ARCHS, FEATURE_KNOBS, attention_study, comparison_study,
                       features_study, indexings_study, seeds_from, table_size_study)
-from .conclusions import category_wins, compare, conclusions, diagnostic_summary, gap_closed, ranking
+from .claims import CLAIMS, MARGIN, VERDICTS, Claim, claim_study, claim_verdict, get_claim, verdict_markdown, verdicts
+from .conclusions import MIN_SEEDS, category_wins, compare, conclusions, diagnostic_summary, gap_closed, ranking
 from .execute import EXECUTORS, describe_result, run_study
 from .frames import (GROUPINGS, SOURCES, accuracy_frame, accuracy_rows, cost_frame, diagnostics_frame, label_columns,
                      mixed_backbones, records)
@@ -49,5 +54,6 @@ __all__ = ["Case", "Study", "canonical_knobs", "grid_study", "store_dir", "RUN_N
            "records", "label_columns", "GROUPINGS", "SOURCES", "accuracy_rows", "accuracy_frame", "cost_frame",
            "cost_table", "diagnostics_frame", "mixed_backbones", "stats", "reference", "summary_table",
            "wording_summary", "markdown_table", "compare", "ranking", "gap_closed", "category_wins",
-           "diagnostic_summary", "conclusions", "ablation_plot", "diagnostic_plot", "explorer", "FLOOR_STYLE",
+           "diagnostic_summary", "conclusions", "MIN_SEEDS", "Claim", "CLAIMS", "MARGIN", "VERDICTS", "get_claim",
+           "claim_study", "verdicts", "claim_verdict", "verdict_markdown", "ablation_plot", "diagnostic_plot", "explorer", "FLOOR_STYLE",
            "CEILING_STYLE", "CHANCE_STYLE", "PAPER", "PAPER_NOTES", "paper_markdown", "params_hash"]

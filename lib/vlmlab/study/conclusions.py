@@ -1,10 +1,9 @@
 """The notebooks' conclusions as sentences computed from an accuracy frame."""
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
+from ..stats import Paired, holm, paired, per_seed
 from ..world import CATEGORIES
 from .tables import mean_pm_sd, reference, stats
 
@@ -22,25 +21,35 @@ def _where(category: str, split: str) -> str:
         ("" if split == "test" else f" ({split} split)")
 
 
+MIN_SEEDS = 5  # seeds per side before a difference is taught (the workbook's rule for what it concludes)
+
+
+def _paired(frame: pd.DataFrame, by: str, a, b, category: str, split: str) -> Paired:
+    return paired(per_seed(frame, by, a, category, split), per_seed(frame, by, b, category, split))
+
+
+def _reading(d: Paired, min_seeds: int) -> str:
+    """What a paired difference shows, in words: its 95 % interval against 0 and the number of seeds."""
+    if d.n < 2:
+        return "one seed only, so no interval"
+    few = f"; {d.n} seeds are fewer than the {min_seeds} a difference needs before it is taught" \
+        if d.n < min_seeds else ""
+    if d.excludes_zero:
+        return "the interval excludes 0" + few
+    return "the interval includes 0: no difference shown" + few
+
+
 def compare(frame: pd.DataFrame, by: str, a, b, *, category: str = "overall", split: str = "test",
-            name=str) -> str:
-    """"A scores 62.1 ± 1.3 % overall vs 58.0 ± 2.0 % for B (+4.1 points; the difference is larger than the seed
-    spread)": mean ± sd over seeds; the difference counts as larger than the seed spread when it exceeds the
-    combined sd, sqrt(sd_a² + sd_b²)."""
-    ma, sa, na = _get(frame, by, a, category, split)
-    mb, sb, nb = _get(frame, by, b, category, split)
-    diff = ma - mb
-    spread = math.hypot(sa, sb)
-    if spread != spread:
-        verdict = "one seed only, so no seed spread to compare it with"
-    elif round(abs(diff), 1) == round(spread, 1):  # as printed, equal: say so rather than pick a side
-        verdict = f"about the size of the seed spread of {spread:.1f}"
-    elif abs(diff) > spread:
-        verdict = f"larger than the seed spread of {spread:.1f}"
-    else:
-        verdict = f"within the seed spread of {spread:.1f}"
-    return (f"{name(a)} scores {mean_pm_sd(ma, sa)} % {_where(category, split)} vs {mean_pm_sd(mb, sb)} % for {name(b)} "
-            f"({diff:+.1f} points over {min(na, nb)} seeds; the difference is {verdict})")
+            name=str, min_seeds: int = MIN_SEEDS) -> str:
+    """"A scores 62.1 ± 1.3 % overall vs 58.0 ± 2.0 % for B: paired difference +4.1 [+1.2, +7.0] points over 5
+    seeds (95 % interval); the interval excludes 0": mean ± sd over seeds, and the difference of the seeds both
+    ran (a seed fixes the world, the initialisation and the test questions: :mod:`vlmlab.stats`)."""
+    ma, sa, _ = _get(frame, by, a, category, split)
+    mb, sb, _ = _get(frame, by, b, category, split)
+    d = _paired(frame, by, a, b, category, split)
+    interval = f" {d}" if d.n < 2 else f" {d} points over {d.n} seeds (95 % interval)"
+    return (f"{name(a)} scores {mean_pm_sd(ma, sa)} % {_where(category, split)} vs {mean_pm_sd(mb, sb)} % for "
+            f"{name(b)}: paired difference{interval}; {_reading(d, min_seeds)}")
 
 
 def ranking(frame: pd.DataFrame, by: str = "config", *, category: str = "overall", split: str = "test",
@@ -75,24 +84,22 @@ def gap_closed(frame: pd.DataFrame, by: str = "config", *, category: str = "over
 
 
 def category_wins(frame: pd.DataFrame, by: str, a, b, *, split: str = "test", categories=CATEGORIES,
-                  name=str) -> str:
-    """The categories where A beats B, and where B beats A, by more than the seed spread (combined sd)."""
-    if _get(frame, by, a, categories[0], split)[2] < 2 or _get(frame, by, b, categories[0], split)[2] < 2:
+                  name=str, min_seeds: int = MIN_SEEDS) -> str:
+    """The categories where A is ahead of B, and where B is ahead of A: paired differences over seeds, each
+    category's p-value Holm-corrected across the categories (so one false claim among them stays at 5 %)."""
+    rows = {c: _paired(frame, by, a, b, c, split) for c in categories}
+    n = min(r.n for r in rows.values())
+    if n < 2:
         return f"{name(a)} vs {name(b)} per category: one seed only, so no difference can be told from the noise."
-    wins, losses, ties = [], [], []
-    for c in categories:
-        ma, sa, _ = _get(frame, by, a, c, split)
-        mb, sb, _ = _get(frame, by, b, c, split)
-        spread = math.hypot(sa, sb)
-        d = ma - mb
-        if spread == spread and abs(d) > spread:
-            (wins if d > 0 else losses).append(f"{c} ({abs(d):+.1f})")  # the winner's margin
-        else:
-            ties.append(c)
-    s = f"Per category, {name(a)} beats {name(b)} by more than the seed spread in "
-    s += (", ".join(wins) if wins else "no category")
-    s += f"; {name(b)} beats {name(a)} in " + (", ".join(losses) if losses else "no category")
-    s += f"; {len(ties)} of {len(categories)} categories are within the spread."
+    adj = holm({c: r.p for c, r in rows.items()})
+    wins = [f"{c} ({rows[c]})" for c in categories if adj[c] < 0.05 and rows[c].mean > 0]
+    losses = [f"{c} ({rows[c]})" for c in categories if adj[c] < 0.05 and rows[c].mean < 0]
+    s = (f"Per category (paired over {n} seeds, Holm-corrected across {len(categories)} categories), "
+         f"{name(a)} is ahead of {name(b)} in " + (", ".join(wins) if wins else "no category"))
+    s += f"; {name(b)} is ahead in " + (", ".join(losses) if losses else "no category")
+    s += f"; {len(categories) - len(wins) - len(losses)} of {len(categories)} categories show no difference"
+    if n < min_seeds:
+        s += f" ({n} seeds are fewer than the {min_seeds} a difference needs before it is taught)"
     return s
 
 
