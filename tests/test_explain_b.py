@@ -211,11 +211,15 @@ def test_teaching_notebook_b_smoke(name, tmp_path):
     out = tmp_path / name
     # execution_timeout: nbclient sometimes never sees the execute_reply of a cell that displays a widget
     # (jupyter/nbclient#312); with a timeout it moves on with the cell's outputs intact instead of hanging
-    pm.execute_notebook(str(src), str(out), parameters={"budget": "smoke"}, kernel_name="python3",
-                        cwd=str(tmp_path), progress_bar=False, log_output=False, execution_timeout=60)
+    params = {"budget": "smoke", "claim_seeds": 2, "store": str(tmp_path / "store")} if name != "14_xformer.ipynb" else {"budget": "smoke"}
+    pm.execute_notebook(str(src), str(out), parameters=params, kernel_name="python3",
+                        cwd=str(tmp_path), progress_bar=False, log_output=False, execution_timeout=240)
     outputs = [o for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= NOTEBOOKS[name], f"{name}: {len(images)} figures"
     assert sum("text/markdown" in o.get("data", {}) for o in outputs) >= 3  # computed statements
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+    if name != "14_xformer.ipynb":  # the paper's claim, tested on 2 seeds: too few for a verdict
+        md = "\n".join(o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {}))
+        assert "**Verdict: inconclusive**" in md and "over 2 seeds" in md

@@ -293,7 +293,7 @@ def test_smoke_run_end_to_end():
     assert all(math.isfinite(v) for losses in r["losses"].values() for v in losses)
     for key in ("visual_words_top3", "top_visual_word_color_fraction", "visual_word_entropy", "loss_vm"):
         assert key in r["diagnostics"]
-    assert r["config"]["knobs"] == {"lambda_vm": 1.0, "detach_target": False, "pif": False}
+    assert r["config"]["knobs"] == {"lambda_vm": 1.0, "detach_target": False, "vm_head": "linear", "pif": False}
 
 
 def test_embedding_anchored_vm_head_reads_the_llm_rows_and_has_no_parameters(tiny_backbones, smoke_budget, batch):

@@ -35,11 +35,7 @@ def tidy_frame(csv: Path, per: str = "category", by: str = "arch") -> pd.DataFra
     """A tidy CSV of run records (``vlmlab results``' schema) as the frame :func:`vlmlab.study.summary_table`
     reads: one row per run, split, category (or "<category>: <wording>") and source, accuracy in %, ``config``
     taken from the column ``by``."""
-    from .study import accuracy_rows
-
-    t = accuracy_rows(pd.read_csv(csv), per)
-    t["config"] = pd.Categorical(t[by].astype(str), list(dict.fromkeys(t[by].astype(str))), ordered=True)
-    return t
+    return tidy_frame_from(pd.read_csv(csv), per, by)
 
 
 def _markdown(df: pd.DataFrame) -> str:
@@ -149,6 +145,95 @@ def spatial_levers(results: Path = RESULTS) -> str:
     t.insert(1, "spatial vs base", pd.Series(delta))
     return _markdown(t.loc[[r for r in t.index if r in delta or r in ("floor (blind)", "chance")]]
                      .rename_axis("lever"))
+
+
+def _recipe_names(t: pd.DataFrame) -> pd.Series:
+    """Each row's recipe: its knob values that differ from the design's defaults ("default" when none)."""
+    import dataclasses
+
+    from .archs import get_arch
+
+    knobs = [c for c in t.columns if c.startswith("knob.")]
+    defaults = {a: {f.name: f.default for f in dataclasses.fields(get_arch(a).KnobsClass)} for a in set(t["arch"])}
+
+    def differs(v, default) -> bool:
+        if isinstance(default, bool) or isinstance(v, bool):
+            return str(v) != str(default)
+        if isinstance(default, (int, float)):
+            return float(v) != float(default)
+        return str(v) != str(default)
+
+    def value(v, default):
+        return int(float(v)) if isinstance(default, int) and not isinstance(default, bool) else v
+
+    def name(r):
+        d = defaults[r["arch"]]
+        got = [f"{c[5:]}={value(r[c], d[c[5:]])}" for c in knobs
+               if pd.notna(r[c]) and c[5:] in d and differs(r[c], d[c[5:]])]
+        return ", ".join(got) if got else "default"
+    return t.apply(name, axis=1)
+
+
+def _recipe_frame(results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """recipes.csv with a ``recipe`` column (design: recipe), as read by the recipe tables."""
+    raw = pd.read_csv(results / "recipes.csv")
+    raw["recipe"] = raw["arch"] + ": " + _recipe_names(raw)
+    return raw, tidy_frame_from(raw, by="recipe")
+
+
+def tidy_frame_from(raw: pd.DataFrame, per: str = "category", by: str = "arch") -> pd.DataFrame:
+    from .study import accuracy_rows
+
+    t = accuracy_rows(raw, per)
+    t["config"] = pd.Categorical(t[by].astype(str), list(dict.fromkeys(t[by].astype(str))), ordered=True)
+    return t
+
+
+@generator("recipes")
+def recipes(results: Path = RESULTS) -> str:
+    """Each design's recipe experiments: overall, semantic and structural accuracy (mean ± sd over seeds, test
+    split) and each lever's paired difference from the design's default recipe overall (95 % interval)."""
+    from .stats import paired, per_seed
+    from .study import summary_table
+
+    raw, frame = _recipe_frame(results)
+    t = summary_table(frame, split="test", categories=("overall", "semantic", "structural"))
+    delta = {}
+    for r in frame["config"].cat.categories:
+        arch = r.split(":")[0]
+        base = f"{arch}: default"
+        if r != base and base in set(frame["config"]):
+            delta[r] = str(paired(per_seed(frame, "config", r, "overall"), per_seed(frame, "config", base, "overall")))
+        else:
+            delta[r] = ""
+    t.insert(1, "overall vs default", pd.Series(delta))
+    floor = {r: str(paired(per_seed(frame, "config", r, "overall"), per_seed(frame, "config", r, "overall",
+                                                                              source="floor")))
+             for r in frame["config"].cat.categories}
+    t.insert(2, "overall minus floor", pd.Series(floor))
+    return _markdown(t.fillna("").rename_axis("design: recipe"))
+
+
+@generator("recipe-diagnostics")
+def recipe_diagnostics(results: Path = RESULTS) -> str:
+    """What each recipe's mechanism reached (mean over seeds): HoVLE's distillation loss at the end of Stage I
+    and its cosines after training, VW-LMM's visual-word entropy and the share of patches whose top word names an
+    attribute, Ovis's effective table entries per patch."""
+    raw, _ = _recipe_frame(results)
+    keys = {"hovle": ["stage.distill.final_loss", "diagnostic.distill_cos_image", "diagnostic.distill_cos_text"],
+            "vwlmm": ["diagnostic.visual_word_entropy", "diagnostic.top_visual_word_color_fraction",
+                      "diagnostic.top_visual_word_shape_fraction", "diagnostic.top_visual_word_texture_fraction"],
+            "ovis": ["diagnostic.ovis_effective_entries", "diagnostic.ovis_table_usage"]}
+    out = []
+    for arch, metrics in keys.items():
+        d = raw[(raw["arch"] == arch) & raw["metric"].isin(metrics)]
+        if d.empty:
+            continue
+        g = d.groupby(["recipe", "metric"], sort=False)["value"].agg(["mean", "size"]).reset_index()
+        for _, r in g.iterrows():
+            out.append({"design: recipe": r["recipe"], "measure": r["metric"].split(".", 1)[1],
+                        "mean": f"{r['mean']:.3f}", "seeds": int(r["size"])})
+    return _markdown(pd.DataFrame(out).set_index("design: recipe"))
 
 
 @generator("spatial-plateau")

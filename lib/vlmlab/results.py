@@ -78,6 +78,13 @@ def tidy(record: dict, run: str | None = None) -> pd.DataFrame:
         rows.append({**base, "source": "model", "split": None, "metric": key, "value": record.get(key)})
     for key, v in record["params"].items():
         rows.append({**base, "source": "model", "split": None, "metric": f"params.{key}", "value": v})
+    for st in record.get("stages") or []:  # each stage's loss where it ended (e.g. HoVLE's distillation)
+        if isinstance(st, dict) and isinstance(st.get("final_loss"), (int, float)):
+            rows.append({**base, "source": "model", "split": None, "metric": f"stage.{st['name']}.final_loss",
+                         "value": st["final_loss"]})
+    for key, v in (record.get("diagnostics") or {}).items():  # the scalar diagnostics (maps and lists left out)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            rows.append({**base, "source": "model", "split": None, "metric": f"diagnostic.{key}", "value": v})
     return pd.DataFrame(rows)
 
 

@@ -38,7 +38,8 @@ from __future__ import annotations
 from ..jsonio import params_hash
 from .catalog import (ATTENTION_KNOB, COMPARISON_ARCHS, FEATURE_KNOBS, attention_study, comparison_study,
                       features_study, indexings_study, seeds_from, table_size_study)
-from .claims import CLAIMS, MARGIN, VERDICTS, Claim, claim_study, claim_verdict, get_claim, verdict_markdown, verdicts
+from .claims import (CLAIMS, MARGIN, VERDICTS, Claim, claim_study, claim_verdict, get_claim, test_claim,
+                     verdict_markdown, verdicts)
 from .conclusions import MIN_SEEDS, category_wins, compare, conclusions, diagnostic_summary, gap_closed, ranking
 from .execute import EXECUTORS, describe_result, run_study
 from .frames import (GROUPINGS, SOURCES, accuracy_frame, accuracy_rows, cost_frame, diagnostics_frame, label_columns,
@@ -46,14 +47,14 @@ from .frames import (GROUPINGS, SOURCES, accuracy_frame, accuracy_rows, cost_fra
 from .papers import PAPER, PAPER_NOTES, paper_markdown
 from .plots import CEILING_STYLE, CHANCE_STYLE, FLOOR_STYLE, ablation_plot, diagnostic_plot, explorer
 from .store import RUN_NOTEBOOK, Case, Study, canonical_knobs, grid_study, store_dir
-from .tables import cost_table, markdown_table, reference, stats, summary_table, wording_summary
+from .tables import cost_table, markdown_table, paired_vs, reference, stats, summary_table, wording_summary
 
 __all__ = ["Case", "Study", "canonical_knobs", "grid_study", "store_dir", "RUN_NOTEBOOK", "seeds_from",
            "table_size_study", "indexings_study", "attention_study", "features_study", "comparison_study",
            "COMPARISON_ARCHS", "ATTENTION_KNOB", "FEATURE_KNOBS", "run_study", "describe_result", "EXECUTORS",
            "records", "label_columns", "GROUPINGS", "SOURCES", "accuracy_rows", "accuracy_frame", "cost_frame",
-           "cost_table", "diagnostics_frame", "mixed_backbones", "stats", "reference", "summary_table",
+           "cost_table", "paired_vs", "diagnostics_frame", "mixed_backbones", "stats", "reference", "summary_table",
            "wording_summary", "markdown_table", "compare", "ranking", "gap_closed", "category_wins",
            "diagnostic_summary", "conclusions", "MIN_SEEDS", "Claim", "CLAIMS", "MARGIN", "VERDICTS", "get_claim",
-           "claim_study", "verdicts", "claim_verdict", "verdict_markdown", "ablation_plot", "diagnostic_plot", "explorer", "FLOOR_STYLE",
+           "claim_study", "verdicts", "claim_verdict", "verdict_markdown", "test_claim", "ablation_plot", "diagnostic_plot", "explorer", "FLOOR_STYLE",
            "CEILING_STYLE", "CHANCE_STYLE", "PAPER", "PAPER_NOTES", "paper_markdown", "params_hash"]

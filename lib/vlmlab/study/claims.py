@@ -146,5 +146,22 @@ def verdict_markdown(frame: pd.DataFrame, key: str, *, split: str = "test", min_
     return "\n".join(lines)
 
 
+def test_claim(key: str, seeds, budget: str, *, executor: str = "inprocess", workers: int = 1, threads: int = 1,
+               store=None, progress: bool = True) -> tuple[pd.DataFrame, str]:
+    """Train the claim study's missing runs (:func:`run_study`; the shared store reuses any run another study
+    made) and return its contrasts (:func:`verdicts`) and the verdict as Markdown (:func:`verdict_markdown`)."""
+    from .execute import describe_result, run_study
+    from .frames import accuracy_frame
+
+    study = claim_study(key, seeds, budget, store)
+    result = run_study(study, executor=executor, workers=workers, threads=threads, progress=progress)
+    if progress:
+        print(describe_result(result, study))
+    frame = accuracy_frame(study)
+    return verdicts(frame, key), verdict_markdown(frame, key)
+
+
+test_claim.__test__ = False  # a library function, not a pytest test
+
 __all__ = ["Claim", "CLAIMS", "MARGIN", "VERDICTS", "get_claim", "claim_study", "verdicts", "claim_verdict",
-           "verdict_markdown"]
+           "verdict_markdown", "test_claim"]

@@ -25,6 +25,27 @@ def reference(frame: pd.DataFrame, source: str, split: str = "test") -> pd.Serie
     return per_seed.groupby("category").mean()
 
 
+def paired_vs(frame: pd.DataFrame, by: str, baseline, *, category: str = "overall", split: str = "test",
+              min_seeds: int = 5) -> pd.DataFrame:
+    """Each configuration minus ``baseline`` in ``category``, paired over the seeds both ran: the difference in
+    points, its 95 % interval, seeds, p and Holm-adjusted p across the configurations, and what it shows ("ahead",
+    "behind", "no difference shown", or "too few seeds" below ``min_seeds``)."""
+    from ..stats import holm, paired, per_seed
+
+    order = list(frame[by].cat.categories) if hasattr(frame[by], "cat") else list(dict.fromkeys(frame[by]))
+    base = per_seed(frame, by, baseline, category, split)
+    rows = {v: paired(per_seed(frame, by, v, category, split), base) for v in order if v != baseline}
+    adj = holm({k: r.p for k, r in rows.items()})
+
+    def reads(r, p):
+        if r.n < min_seeds:
+            return "too few seeds"
+        return "no difference shown" if not p < 0.05 else ("ahead" if r.mean > 0 else "behind")
+    return pd.DataFrame({str(k): {"difference": r.mean, "95% lo": r.lo, "95% hi": r.hi, "seeds": r.n, "p": r.p,
+                                  "p (Holm)": adj[k], "reads": reads(r, adj[k])} for k, r in rows.items()}).T.rename_axis(
+        f"{by} - {baseline}")
+
+
 def mean_pm_sd(mean: float, sd: float) -> str:
     return f"{mean:.1f} ± {sd:.1f}" if sd == sd else f"{mean:.1f}"
 
