@@ -56,5 +56,6 @@ __all__ = ["Case", "Study", "canonical_knobs", "grid_study", "store_dir", "RUN_N
            "cost_table", "paired_vs", "diagnostics_frame", "mixed_backbones", "stats", "reference", "summary_table",
            "wording_summary", "markdown_table", "compare", "ranking", "gap_closed", "category_wins",
            "diagnostic_summary", "conclusions", "MIN_SEEDS", "Claim", "CLAIMS", "MARGIN", "VERDICTS", "get_claim",
-           "claim_study", "verdicts", "claim_verdict", "verdict_markdown", "test_claim", "ablation_plot", "diagnostic_plot", "explorer", "FLOOR_STYLE",
+           "claim_study", "verdicts", "claim_verdict", "verdict_markdown", "test_claim", "ablation_plot",
+           "diagnostic_plot", "explorer", "FLOOR_STYLE",
            "CEILING_STYLE", "CHANCE_STYLE", "PAPER", "PAPER_NOTES", "paper_markdown", "params_hash"]

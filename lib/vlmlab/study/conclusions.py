@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..stats import Paired, holm, paired, per_seed
+from ..stats import Paired, paired, paired_table, per_seed
 from ..world import CATEGORIES
 from .tables import mean_pm_sd, reference, stats
 
@@ -87,13 +87,13 @@ def category_wins(frame: pd.DataFrame, by: str, a, b, *, split: str = "test", ca
                   name=str, min_seeds: int = MIN_SEEDS) -> str:
     """The categories where A is ahead of B, and where B is ahead of A: paired differences over seeds, each
     category's p-value Holm-corrected across the categories (so one false claim among them stays at 5 %)."""
-    rows = {c: _paired(frame, by, a, b, c, split) for c in categories}
-    n = min(r.n for r in rows.values())
+    t = paired_table(frame, by, a, b, list(categories), split)
+    n = int(t["seeds"].min())
     if n < 2:
         return f"{name(a)} vs {name(b)} per category: one seed only, so no difference can be told from the noise."
-    adj = holm({c: r.p for c, r in rows.items()})
-    wins = [f"{c} ({rows[c]})" for c in categories if adj[c] < 0.05 and rows[c].mean > 0]
-    losses = [f"{c} ({rows[c]})" for c in categories if adj[c] < 0.05 and rows[c].mean < 0]
+    rows = {c: Paired(r["A - B"], r["95% lo"], r["95% hi"], int(r["seeds"]), r["p"]) for c, r in t.iterrows()}
+    wins = [f"{c} ({rows[c]})" for c in categories if t.loc[c, "holds"] and rows[c].mean > 0]
+    losses = [f"{c} ({rows[c]})" for c in categories if t.loc[c, "holds"] and rows[c].mean < 0]
     s = (f"Per category (paired over {n} seeds, Holm-corrected across {len(categories)} categories), "
          f"{name(a)} is ahead of {name(b)} in " + (", ".join(wins) if wins else "no category"))
     s += f"; {name(b)} is ahead in " + (", ".join(losses) if losses else "no category")
