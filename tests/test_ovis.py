@@ -217,7 +217,7 @@ def test_reads_raw_last_block_and_vte_is_untied(ovis, world, tiny_backbones):
 
 
 def test_reinit_last_block(ovis, tiny_backbones):
-    m = ovis(reinit_last_block=True)
+    m = ovis(vit="trained", reinit_last_block=True)
     last = m.vision.vit.blocks[-1]
     orig = tiny_backbones.cl.vit.blocks[-1]
     assert not torch.equal(last.attn.qkv.weight, orig.attn.qkv.weight)
@@ -244,18 +244,21 @@ def test_knob_errors(tiny_backbones, smoke_budget):
 
 
 # ---- stages: only the LM loss; frozen parameters get no gradient -----------------------------------------
-def test_stages_shape(ovis, smoke_budget):
-    m = ovis()
+@pytest.mark.parametrize("vit", ["frozen", "trained"])
+def test_stages_shape(ovis, smoke_budget, vit):
+    m = ovis(vit=vit)
     st = m.stages()
     assert [s.task for s in st] == ["describe", "describe", "qa"]
     assert abs(sum(s.share for s in st) - 1) < 1e-9 and all(s.loss == "lm" for s in st)
-    assert st[0].trainable == (f"vision.vit.blocks.{m.vision.depth - 1}", "head", "vte")
-    assert "lm" not in st[1].trainable and st[2].lr["lm"] == smoke_budget.llm_lr
+    block, vision = ((f"vision.vit.blocks.{m.vision.depth - 1}",), ("vision",)) if vit == "trained" else ((), ())
+    assert st[0].trainable == (*block, "head", "vte") and st[1].trainable == (*vision, "head", "vte")
+    assert st[2].trainable == (*vision, "head", "vte", "lm") and st[2].lr["lm"] == smoke_budget.llm_lr
 
 
+@pytest.mark.parametrize("vit", ["frozen", "trained"])
 @pytest.mark.parametrize("stage_index", [0, 1, 2])
-def test_frozen_parameters_get_no_gradient(ovis, world, stage_index):
-    m = ovis()
+def test_frozen_parameters_get_no_gradient(ovis, world, stage_index, vit):
+    m = ovis(vit=vit)
     st = m.stages()[stage_index]
     set_trainable(m, st.trainable)
     b = world.batch(st.task, "train", 0, 4)
@@ -294,8 +297,8 @@ def test_smoke_run_end_to_end():
     assert [s["name"] for s in r["stages"]] == ["s1_vte", "s2_tokenizer", "s3_instruct"]
 
 
-def test_frozen_vit_knob_trains_no_vision_parameter_and_qa_share_sets_the_vqa_steps(ovis, world, smoke_budget):
-    m = ovis(vit="frozen", qa_share=0.7)
+def test_frozen_vit_default_trains_no_vision_parameter_and_qa_share_sets_the_vqa_steps(ovis, world, smoke_budget):
+    m = ovis(qa_share=0.7)  # vit="frozen" is the default
     st = m.stages()
     assert [s.share for s in st] == pytest.approx([0.18, 0.12, 0.7])
     for s in st:
@@ -303,6 +306,6 @@ def test_frozen_vit_knob_trains_no_vision_parameter_and_qa_share_sets_the_vqa_st
         set_trainable(m, s.trainable)
         assert not any(p.requires_grad for p in m.vision.parameters())
     with pytest.raises(ValueError, match=r"reinit_last_block.*vit'='trained'"):
-        ovis(vit="frozen", reinit_last_block=True)
+        ovis(reinit_last_block=True)
     with pytest.raises(ValueError, match=r"qa_share.*between 0\.1 and 0\.9"):
         ovis(qa_share=1.0)

@@ -98,6 +98,24 @@ def test_reuse_loads_the_cached_trained_model_and_only_for_the_same_config(smoke
     assert calls, "a different knob must not reuse the cached model"
 
 
+def test_reuse_of_a_model_trained_without_references_adds_them(smoke_runs, monkeypatch):
+    """A model cached by a ``references=False`` run, reused by a run that asks for references, comes back with the
+    floor and the ceiling (a notebook reads them), without retraining the model."""
+    import vlmlab.runs as runs
+
+    cfg = RunConfig.from_params(arch="llava", budget="smoke", seed=11, references=False)
+    bare = run(cfg, progress=False, backbones=smoke_runs[0].backbones)
+    assert bare.record["floor"] is None
+    calls = []
+    monkeypatch.setattr(runs, "train_stages", lambda *a, **k: calls.append(1))
+    again = run(RunConfig.from_params(arch="llava", budget="smoke", seed=11), progress=False, reuse=True,
+                backbones=smoke_runs[0].backbones)
+    assert not calls and "reused" in again.record
+    assert again.record["floor"] is not None and again.record["ceiling"] is not None
+    assert "floor" in again.record["wordings"] and "floor" in again.record["valid_answer_rate"]
+    assert again.record["metrics"] == bare.record["metrics"]
+
+
 def test_a_moved_cache_keeps_the_trained_model_and_the_references(smoke_runs, tmp_path, monkeypatch):
     """Copying the cache elsewhere (a moved checkout, another clone's data/cache) must not retrain anything: the
     model and the floor/ceiling are keyed by what the backbones hold, not by where they live."""

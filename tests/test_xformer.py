@@ -379,7 +379,7 @@ def test_smoke_run_end_to_end():
     assert 0.0 <= d["itc_accuracy_train"] <= 1.0
     assert set(d["stage1_losses"]) == {"itc", "itm", "itg", "rec"}
     assert [s["name"] for s in rec["stages"]] == ["stage1", "stage2"]
-    assert d["n_prefix_tokens"] == len(d["answer_to_image_attention_map"]) == 8
+    assert d["n_prefix_tokens"] == len(d["answer_to_image_attention_map"]) == 16  # n_queries (default)
 
 
 def test_stage1_batch_and_steps_knobs(tiny_backbones, smoke_budget):

@@ -348,6 +348,10 @@ def _run(config: RunConfig, budget: Budget, dist, device, progress, backbones, o
     if ranks > 1:  # gradients averaged over shards round differently from one batch's: another trained model
         key["world_size"] = ranks
     record = _reused(key, inputs.model, device) if reuse else None
+    if record is not None and record.get("floor") is None and config.references and inputs.source.is_world:
+        # a model stored by a run without references gets them now (they are the world's, cached on their own)
+        record = _with_references(record, _references(inputs.backbones, inputs.world, budget, device,
+                                                      config.precision, progress))
     if record is None:
         checkpoint = _checkpointing(config, output_dir, key, ranks, writer)
         logs, train_s = _train(config, inputs, budget, device, dist, checkpoint, progress and writer)
@@ -396,6 +400,13 @@ def _reused(key: dict, model: VLM, device) -> dict | None:
     load_model(model, str(hit / "model.safetensors"), device=str(device))
     model.eval()
     return {**json.loads((hit / "record.json").read_text()), "reused": str(hit)}
+
+
+def _with_references(record: dict, refs: dict) -> dict:
+    """``record`` with the floor's and the ceiling's accuracies, per-wording accuracies and valid-answer rates."""
+    return {**record, "floor": refs.get("floor"), "ceiling": refs.get("ceiling"),
+            "wordings": {**record.get("wordings", {}), **refs.get("wordings", {})},
+            "valid_answer_rate": {**record.get("valid_answer_rate", {}), **refs.get("valid", {})}}
 
 
 def _checkpointing(config: RunConfig, output_dir, key: dict, ranks: int, writer: bool):
