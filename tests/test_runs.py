@@ -106,8 +106,8 @@ def test_reuse_of_a_model_trained_without_references_adds_them(smoke_runs, monke
     cfg = RunConfig.from_params(arch="llava", budget="smoke", seed=11, references=False)
     bare = run(cfg, progress=False, backbones=smoke_runs[0].backbones)
     assert bare.record["floor"] is None
-    calls = []
-    monkeypatch.setattr(runs, "train_stages", lambda *a, **k: calls.append(1))
+    calls = []  # the model's training (the blind floor trains on its own, through train_stages)
+    monkeypatch.setattr(runs, "_train", lambda *a, **k: calls.append(1))
     again = run(RunConfig.from_params(arch="llava", budget="smoke", seed=11), progress=False, reuse=True,
                 backbones=smoke_runs[0].backbones)
     assert not calls and "reused" in again.record

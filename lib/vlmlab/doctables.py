@@ -147,8 +147,8 @@ def spatial_levers(results: Path = RESULTS) -> str:
                      .rename_axis("lever"))
 
 
-def _recipe_names(t: pd.DataFrame) -> pd.Series:
-    """Each row's recipe: its knob values that differ from the design's defaults ("default" when none)."""
+def _recipe_knobs(t: pd.DataFrame) -> pd.Series:
+    """Each row's recipe as the knob values that differ from the design's defaults ({} for the default)."""
     import dataclasses
 
     from .archs import get_arch
@@ -166,12 +166,40 @@ def _recipe_names(t: pd.DataFrame) -> pd.Series:
     def value(v, default):
         return int(float(v)) if isinstance(default, int) and not isinstance(default, bool) else v
 
-    def name(r):
+    def changed(r):
         d = defaults[r["arch"]]
-        got = [f"{c[5:]}={value(r[c], d[c[5:]])}" for c in knobs
-               if pd.notna(r[c]) and c[5:] in d and differs(r[c], d[c[5:]])]
-        return ", ".join(got) if got else "default"
-    return t.apply(name, axis=1)
+        return {c[5:]: value(r[c], d[c[5:]]) for c in knobs
+                if pd.notna(r[c]) and c[5:] in d and differs(r[c], d[c[5:]])}
+    return t.apply(changed, axis=1)
+
+
+def _recipe_name(knobs: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(knobs.items())) or "default"
+
+
+def _recipe_names(t: pd.DataFrame) -> pd.Series:
+    """Each row's recipe: its knob values that differ from the design's defaults ("default" when none)."""
+    return _recipe_knobs(t).map(_recipe_name)
+
+
+def _one_knob_controls(raw: pd.DataFrame) -> dict:
+    """Each non-default recipe's control: the recipe of the same design that differs from it in one knob only,
+    the one nearest the default where there are several (a recipe experiment changes one factor), else the
+    design's default (a lever that sets several knobs together, such as HoVLE's Stage I scale)."""
+    recipes = {}
+    for arch, knobs in zip(raw["arch"], _recipe_knobs(raw)):
+        recipes.setdefault(f"{arch}: {_recipe_name(knobs)}", (arch, knobs))
+
+    def distance(a: dict, b: dict) -> int:
+        return sum(a.get(k) != b.get(k) for k in set(a) | set(b))
+    out = {}
+    for name, (arch, knobs) in recipes.items():
+        near = [(len(k), n) for n, (a, k) in recipes.items() if a == arch and distance(k, knobs) == 1]
+        if knobs and near:
+            out[name] = min(near)[1]
+        elif knobs and f"{arch}: default" in recipes:
+            out[name] = f"{arch}: default"
+    return out
 
 
 def _recipe_frame(results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -192,25 +220,22 @@ def tidy_frame_from(raw: pd.DataFrame, per: str = "category", by: str = "arch") 
 @generator("recipes")
 def recipes(results: Path = RESULTS) -> str:
     """Each design's recipe experiments: overall, semantic and structural accuracy (mean ± sd over seeds, test
-    split) and each lever's paired difference from the design's default recipe overall (95 % interval)."""
+    split) and each lever's paired difference overall (95 % interval) from its control, the recipe one knob
+    away (:func:`_one_knob_controls`)."""
     from .stats import paired, per_seed
     from .study import summary_table
 
     raw, frame = _recipe_frame(results)
     t = summary_table(frame, split="test", categories=("overall", "semantic", "structural"))
-    delta = {}
-    for r in frame["config"].cat.categories:
-        arch = r.split(":")[0]
-        base = f"{arch}: default"
-        if r != base and base in set(frame["config"]):
-            delta[r] = str(paired(per_seed(frame, "config", r, "overall"), per_seed(frame, "config", base, "overall")))
-        else:
-            delta[r] = ""
-    t.insert(1, "overall vs default", pd.Series(delta))
+    controls = _one_knob_controls(raw)
+    t.insert(1, "control", pd.Series({r: c.split(": ", 1)[1] for r, c in controls.items()}))
+    t.insert(2, "overall vs control", pd.Series({
+        r: str(paired(per_seed(frame, "config", r, "overall"), per_seed(frame, "config", c, "overall")))
+        for r, c in controls.items()}))
     floor = {r: str(paired(per_seed(frame, "config", r, "overall"), per_seed(frame, "config", r, "overall",
                                                                               source="floor")))
              for r in frame["config"].cat.categories}
-    t.insert(2, "overall minus floor", pd.Series(floor))
+    t.insert(3, "overall minus floor", pd.Series(floor))
     return _markdown(t.fillna("").rename_axis("design: recipe"))
 
 
