@@ -62,3 +62,29 @@ def test_a_recipe_is_compared_with_the_recipe_one_knob_away():
     # two one-knob neighbours (vit=trained; table_size=4096 alone is absent): the one nearer the default
     assert c["ovis: table_size=4096, vit=trained"] == "ovis: vit=trained"
     assert c["ovis: qa_share=0.7, table_size=4096"] == "ovis: default"  # no one-knob neighbour: the default
+
+
+def _runs(path, name, runs):
+    """A tidy CSV of ``runs``: (arch, knobs, seed, overall accuracy) with the floor at 0.4."""
+    rows = []
+    for i, (arch, knobs, seed, acc) in enumerate(runs):
+        for src, v in (("model", acc), ("floor", 0.4), ("ceiling", 0.95), ("chance", 0.38)):
+            rows.append({"run": f"{name}{i}", "arch": arch, "seed": seed, "budget": "default", "source": src,
+                         "split": "test", "metric": "accuracy.overall", "value": v,
+                         **{f"knob.{k}": val for k, val in knobs.items()}})
+    pd.DataFrame(rows).to_csv(path / f"{name}.csv", index=False)
+
+
+def test_comparison_and_claims_tables_pair_the_seeds(tmp_path):
+    seeds = range(5)
+    _runs(tmp_path, "comparison", [("llava", {}, s, 0.70 + s / 100) for s in seeds]
+          + [("vwlmm", {"lambda_vm": 1.0}, s, 0.72 + s / 100 + (s % 2) / 200) for s in seeds])
+    _runs(tmp_path, "claims", [("vwlmm", {"lambda_vm": 0.0}, s, 0.66 + s / 100) for s in seeds])
+    out = render_text("<!-- comparison-vs-llava:begin -->\n<!-- comparison-vs-llava:end -->\n"
+                      "<!-- claims:begin -->\n<!-- claims:end -->\n", tmp_path)
+    vs = out.split("<!-- comparison-vs-llava:end -->")[0]
+    assert "| vwlmm | +2.2 [+1.9, +2.5] |" in vs and "| ahead | +34.2" in vs  # paired: the seed trend cancels
+    claims = out.split("<!-- claims:begin -->")[1]
+    lam = next(line for line in claims.splitlines() if "lambda > 0" in line)
+    assert "+6.2 [+5.9, +6.5]" in lam and lam.endswith("| reproduced |")
+    assert "not measured yet" in next(line for line in claims.splitlines() if "LLaViT" in line)

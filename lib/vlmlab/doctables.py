@@ -84,15 +84,8 @@ def designs(results: Path = RESULTS) -> str:
 
 @generator("world-v2-headline")
 def designs_headline(results: Path = RESULTS) -> str:
-    """The designs table of the README: the same rows as ``world-v2-designs``, each category as its mean over
-    seeds and only the overall with its sd (the spreads of every cell are in docs/results.md)."""
-    from .study import summary_table
-
-    t = summary_table(tidy_frame(results / "world-v2.csv"), split="test")
-    for c in t.columns:
-        if c not in ("overall", "seeds"):
-            t[c] = t[c].astype(str).str.split(" ±").str[0]
-    return _markdown(t.rename_axis("design"))
+    """The world-v2 designs table with each category as its mean over seeds and only the overall with its sd."""
+    return _markdown(_headline(tidy_frame(results / "world-v2.csv")))
 
 
 @generator("world-v2-design-wordings")
@@ -450,6 +443,101 @@ def mim_fed(results: Path = RESULTS) -> str:
             for d in frame["config"].cat.categories}
     t.insert(1, "texture minus floor", pd.Series(lift))
     return _markdown(t.loc[[r for r in t.index if r != "ceiling (text oracle)"]].fillna("").rename_axis("design"))
+
+
+def _headline(frame: pd.DataFrame) -> pd.DataFrame:
+    """summary_table with each category as its mean over seeds and only the overall with its sd."""
+    from .study import summary_table
+
+    t = summary_table(frame, split="test")
+    for c in t.columns:
+        if c not in ("overall", "seeds"):
+            t[c] = t[c].astype(str).str.split(" ±").str[0]
+    return t.rename_axis("design")
+
+
+@generator("comparison")
+def comparison(results: Path = RESULTS) -> str:
+    """Every design at its adopted recipe, per category, test split, mean ± sd over the paired seeds."""
+    from .study import summary_table
+
+    return _markdown(summary_table(tidy_frame(results / "comparison.csv"), split="test").rename_axis("design"))
+
+
+@generator("comparison-headline")
+def comparison_headline(results: Path = RESULTS) -> str:
+    """The README's comparison: each category's mean over seeds, the overall with its sd."""
+    return _markdown(_headline(tidy_frame(results / "comparison.csv")))
+
+
+@generator("comparison-vs-llava")
+def comparison_vs_llava(results: Path = RESULTS) -> str:
+    """Each design minus LLaVA overall, paired over seeds (95 % interval, Holm across the designs), and its
+    distance above the blind floor."""
+    from .stats import paired, per_seed
+    from .study import paired_vs
+
+    frame = tidy_frame(results / "comparison.csv")
+    t = paired_vs(frame, "config", "llava")
+    rows = {}
+    for d, r in t.iterrows():
+        floor = paired(per_seed(frame, "config", d, "overall"), per_seed(frame, "config", d, "overall",
+                                                                          source="floor"))
+        rows[d] = {"minus LLaVA": f"{r['difference']:+.1f} [{r['95% lo']:+.1f}, {r['95% hi']:+.1f}]",
+                   "p (Holm)": f"{r['p (Holm)']:.3f}", "reads": r["reads"], "minus floor": str(floor),
+                   "seeds": int(r["seeds"])}
+    return _markdown(pd.DataFrame(rows).T.rename_axis("design"))
+
+
+def _norm(v) -> str:
+    """A knob value as text that a CSV cell and a Python value share (0 and 0.0, False and "False")."""
+    if isinstance(v, bool) or str(v) in ("True", "False"):
+        return str(v)
+    try:
+        return repr(float(v))
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def claim_frame(raw: pd.DataFrame, key: str) -> pd.DataFrame:
+    """The accuracy frame of one claim's runs among tidy rows ``raw``: each run of the claim's design or of a
+    control (same design, same knobs off their defaults) under ``config`` = that case's name."""
+    from .study import get_claim
+
+    knobs = _recipe_knobs(raw).map(lambda k: {n: _norm(v) for n, v in k.items()})
+    parts = []
+    for case in get_claim(key).cases:
+        want = {n: _norm(v) for n, v in case.knobs.items()}
+        part = raw[(raw["arch"] == case.arch) & (knobs == want)].copy()
+        part["case"] = case.name
+        parts.append(part)
+    return tidy_frame_from(pd.concat(parts), by="case")
+
+
+@generator("claims")
+def claims(results: Path = RESULTS) -> str:
+    """Each paper's claim with its verdict and every contrast's paired 95 % interval, from the comparison's and
+    the claim controls' runs; a claim whose design or a control has no run yet is listed as not measured."""
+    from .study import CLAIMS, claim_verdict, verdicts
+
+    raw = pd.concat([pd.read_csv(results / f) for f in ("comparison.csv", "claims.csv")], ignore_index=True)
+    rows = []
+    for key, c in CLAIMS.items():
+        frame = claim_frame(raw, key)
+        names = set(frame["config"])
+        if any(case.name not in names for case in c.cases):
+            rows.append({"claim": c.text, "contrast": "", "difference": "", "seeds": "", "p (Holm)": "",
+                         "verdict": "not measured yet"})
+            continue
+        t = verdicts(frame, key)
+        for i, r in enumerate(t.itertuples()):
+            rows.append({"claim": c.text if i == 0 else "", "contrast": f"minus {r.control} ({r.category})",
+                         "difference": f"{r.difference:+.1f} [{r.lo:+.1f}, {r.hi:+.1f}]", "seeds": r.seeds,
+                         "p (Holm)": f"{r.p_holm:.3f}", "verdict": r.verdict})
+        if len(t) > 1:
+            rows.append({"claim": "", "contrast": "the claim", "difference": "", "seeds": "", "p (Holm)": "",
+                         "verdict": claim_verdict(t)})
+    return _markdown(pd.DataFrame(rows).set_index("claim"))
 
 
 def designs_figure(results: Path = RESULTS):

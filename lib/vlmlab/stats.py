@@ -71,13 +71,20 @@ def per_seed(frame: pd.DataFrame, by: str, value, category: str, split: str = "t
     return d.groupby("seed")["accuracy"].mean()
 
 
+def paired_holm(pairs: dict) -> tuple[dict, dict]:
+    """``pairs``: key -> (per-seed series A, per-seed series B). Each key's paired A - B (:func:`paired`) and its
+    p-value Holm-adjusted across the keys: one family of comparisons."""
+    rows = {k: paired(a, b) for k, (a, b) in pairs.items()}
+    return rows, holm({k: r.p for k, r in rows.items()})
+
+
 def paired_table(frame: pd.DataFrame, by: str, a, b, categories, split: str = "test") -> pd.DataFrame:
     """A - B per category: mean, 95 % interval, n seeds, p, Holm-adjusted p across the listed categories, and
     whether the difference holds after the correction."""
-    rows = {c: paired(per_seed(frame, by, a, c, split), per_seed(frame, by, b, c, split)) for c in categories}
-    adj = holm({c: r.p for c, r in rows.items()})
+    rows, adj = paired_holm({c: (per_seed(frame, by, a, c, split), per_seed(frame, by, b, c, split))
+                             for c in categories})
     return pd.DataFrame({c: {"A - B": r.mean, "95% lo": r.lo, "95% hi": r.hi, "seeds": r.n, "p": r.p,
                              "p (Holm)": adj[c], "holds": bool(adj[c] < 0.05)} for c, r in rows.items()}).T
 
 
-__all__ = ["Paired", "paired", "holm", "per_seed", "paired_table"]
+__all__ = ["Paired", "paired", "holm", "paired_holm", "per_seed", "paired_table"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..stats import holm, paired, per_seed
+from ..stats import paired_holm, per_seed
 from .catalog import FEATURE_KNOBS
 from .conclusions import MIN_SEEDS
 from .papers import OVIS_TABLE3
@@ -113,8 +113,8 @@ def verdicts(frame: pd.DataFrame, key: str, *, split: str = "test", min_seeds: i
     difference in points, its 95 % interval, seeds, p, Holm-adjusted p and the verdict."""
     c = get_claim(key)
     a = per_seed(frame, "config", c.design.name, c.category, split)
-    rows = {ctl.name: paired(a, per_seed(frame, "config", ctl.name, c.category, split)) for ctl in c.controls}
-    adj = holm({k: r.p for k, r in rows.items()})
+    rows, adj = paired_holm({ctl.name: (a, per_seed(frame, "config", ctl.name, c.category, split))
+                             for ctl in c.controls})
     return pd.DataFrame([{"claim": key, "category": c.category, "design": c.design.name, "control": k,
                           "difference": r.mean, "lo": r.lo, "hi": r.hi, "seeds": r.n, "p": r.p, "p_holm": adj[k],
                           "verdict": _verdict(r.mean, r.hi, adj[k], r.n, min_seeds, margin)}

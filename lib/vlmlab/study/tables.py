@@ -30,12 +30,11 @@ def paired_vs(frame: pd.DataFrame, by: str, baseline, *, category: str = "overal
     """Each configuration minus ``baseline`` in ``category``, paired over the seeds both ran: the difference in
     points, its 95 % interval, seeds, p and Holm-adjusted p across the configurations, and what it shows ("ahead",
     "behind", "no difference shown", or "too few seeds" below ``min_seeds``)."""
-    from ..stats import holm, paired, per_seed
+    from ..stats import paired_holm, per_seed
 
     order = list(frame[by].cat.categories) if hasattr(frame[by], "cat") else list(dict.fromkeys(frame[by]))
     base = per_seed(frame, by, baseline, category, split)
-    rows = {v: paired(per_seed(frame, by, v, category, split), base) for v in order if v != baseline}
-    adj = holm({k: r.p for k, r in rows.items()})
+    rows, adj = paired_holm({v: (per_seed(frame, by, v, category, split), base) for v in order if v != baseline})
 
     def reads(r, p):
         if r.n < min_seeds:
