@@ -97,9 +97,9 @@ def test_readme_is_a_front_door():
     on to the docs (issue 28, part 1)."""
     readme = (ROOT / "README.md").read_text()
     assert "make run" in readme and "make test" in readme
-    assert "<!-- world-v2-headline:begin -->" in readme and "<!-- world-v2-headline:end -->" in readme
+    assert "<!-- comparison-headline:begin -->" in readme and "<!-- comparison-headline:end -->" in readme
     results = (ROOT / "docs" / "results.md").read_text()  # the same table with every cell's spread
-    assert "](docs/results.md)" in readme and "<!-- world-v2-designs:begin -->" in results
+    assert "](docs/results.md)" in readme and "<!-- comparison:begin -->" in results
     path = readme.split("<!-- reading-path:begin -->", 1)[1].split("<!-- reading-path:end -->", 1)[0]
     numbered = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     assert [n for n in numbered if f"`{n}`" not in path] == []

@@ -16,7 +16,8 @@ def _tidy(path, seeds=(0, 1)):
         for src, v in (("model", 0.6 + s / 10), ("floor", 0.5), ("ceiling", 0.9 + s / 100), ("chance", 0.5)):
             rows.append({"run": f"r{s}", "arch": "llava", "seed": s, "budget": "default", "source": src,
                          "split": "test", "metric": "accuracy.spatial", "value": v})
-    pd.DataFrame(rows).to_csv(path / "world-v2.csv", index=False)
+    for name in ("world-v2.csv", "comparison.csv"):
+        pd.DataFrame(rows).to_csv(path / name, index=False)
 
 
 def test_marked_blocks_are_regenerated_and_the_rest_is_kept(tmp_path):
@@ -44,7 +45,7 @@ def test_the_figures_are_drawn_from_the_csvs(tmp_path):
     written = render_figures(tmp_path / "figures", tmp_path)
     assert [p.name for p in written] == list(FIGURES)
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
-    (tmp_path / "world-v2.csv").write_text("run,arch,seed,budget,source,split,metric,value\n")
+    (tmp_path / "comparison.csv").write_text("run,arch,seed,budget,source,split,metric,value\n")
     with pytest.raises(ValueError, match="no model accuracy"):
         render_figures(tmp_path / "empty", tmp_path)
 

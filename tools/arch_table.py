@@ -12,7 +12,8 @@ an ablation notebook with default knobs) are reused; missing ones are trained fi
 Output: the accuracy table (mean ± std over seeds per category, with the blind floor, the text-oracle ceiling and
 chance) for the test and the compositional splits, the same per wording of the four categories asked two ways
 (test split), then the cost table (parameters total / trainable, train seconds, samples/s), to stdout or
-``--output``. docs/architectures.md is edited by hand from it.
+``--output``: a quick look at a store. The docs' tables come from the CSVs under docs/results/ (``vlmlab results``)
+through ``tools/render_docs.py``.
 """
 from __future__ import annotations
 

@@ -541,15 +541,16 @@ def claims(results: Path = RESULTS) -> str:
 
 
 def designs_figure(results: Path = RESULTS):
-    """Every design on world v2 per category (test split): bars over seeds beside floor, ceiling and chance."""
+    """Every design at its default recipe per category (test split): bars over seeds beside floor, ceiling and
+    chance."""
     from .study import ablation_plot
 
-    frame = tidy_frame(results / "world-v2.csv")
-    return ablation_plot(frame, x="config", xlabel="design", title="world v2, default budget: accuracy per "
-                         "category (test split; bars: mean, error bars: sd over seeds)")
+    frame = tidy_frame(results / "comparison.csv")
+    return ablation_plot(frame, x="config", xlabel="design", title="default recipes, default budget: accuracy "
+                         "per category (test split; bars: mean, error bars: sd over seeds)")
 
 
-FIGURES: dict[str, Callable] = {"world-v2-designs.png": designs_figure}  # docs/figures/<name>, from the CSVs
+FIGURES: dict[str, Callable] = {"comparison.png": designs_figure}  # docs/figures/<name>, from the CSVs
 
 
 def render_figures(out: Path = REPO / "docs" / "figures", results: Path = RESULTS) -> list[Path]:
