@@ -81,8 +81,15 @@ def test_comparison_and_claims_tables_pair_the_seeds(tmp_path):
     _runs(tmp_path, "comparison", [("llava", {}, s, 0.70 + s / 100) for s in seeds]
           + [("vwlmm", {"lambda_vm": 1.0}, s, 0.72 + s / 100 + (s % 2) / 200) for s in seeds])
     _runs(tmp_path, "claims", [("vwlmm", {"lambda_vm": 0.0}, s, 0.66 + s / 100) for s in seeds])
+    _runs(tmp_path, "ablations", [("ovis", {"table_size": k}, s, 0.6 + (k > 256) / 50 + s / 100)
+                                  for k in (256, 4096) for s in range(3)])
     out = render_text("<!-- comparison-vs-llava:begin -->\n<!-- comparison-vs-llava:end -->\n"
-                      "<!-- claims:begin -->\n<!-- claims:end -->\n", tmp_path)
+                      "<!-- claims:begin -->\n<!-- claims:end -->\n"
+                      "<!-- ablation-headlines:begin -->\n<!-- ablation-headlines:end -->\n", tmp_path)
+    heads = out.split("<!-- ablation-headlines:begin -->")[1].splitlines()
+    k = next(line for line in heads if "4,096" in line)  # 3 seeds: the interval, not yet a reading
+    assert "| +2.0 [+2.0, +2.0] | 3 |" in k and "| too few seeds |" in k
+    assert "not measured yet" in next(line for line in heads if "LLaViT" in line)
     vs = out.split("<!-- comparison-vs-llava:end -->")[0]
     assert "| vwlmm | +2.2 [+1.9, +2.5] |" in vs and "| ahead | +34.2" in vs  # paired: the seed trend cancels
     claims = out.split("<!-- claims:begin -->")[1]

@@ -499,19 +499,23 @@ def _norm(v) -> str:
         return str(v)
 
 
-def claim_frame(raw: pd.DataFrame, key: str) -> pd.DataFrame:
-    """The accuracy frame of one claim's runs among tidy rows ``raw``: each run of the claim's design or of a
-    control (same design, same knobs off their defaults) under ``config`` = that case's name."""
-    from .study import get_claim
-
+def case_frame(raw: pd.DataFrame, cases) -> pd.DataFrame:
+    """The accuracy frame of the runs of ``cases`` (:class:`vlmlab.study.Case`) among tidy rows ``raw``: each run
+    of a case's design with the case's knobs off their defaults (and no other) under ``config`` = its name."""
     knobs = _recipe_knobs(raw).map(lambda k: {n: _norm(v) for n, v in k.items()})
     parts = []
-    for case in get_claim(key).cases:
+    for case in cases:
         want = {n: _norm(v) for n, v in case.knobs.items()}
         part = raw[(raw["arch"] == case.arch) & (knobs == want)].copy()
         part["case"] = case.name
         parts.append(part)
     return tidy_frame_from(pd.concat(parts), by="case")
+
+
+def _study_rows(results: Path) -> pd.DataFrame:
+    """Every run the docs' studies made: the comparison's, the claims' controls' and the ablations'."""
+    files = [results / f for f in ("comparison.csv", "claims.csv", "ablations.csv")]
+    return pd.concat([pd.read_csv(f) for f in files if f.is_file()], ignore_index=True)
 
 
 @generator("claims")
@@ -520,10 +524,10 @@ def claims(results: Path = RESULTS) -> str:
     the claim controls' runs; a claim whose design or a control has no run yet is listed as not measured."""
     from .study import CLAIMS, claim_verdict, verdicts
 
-    raw = pd.concat([pd.read_csv(results / f) for f in ("comparison.csv", "claims.csv")], ignore_index=True)
+    raw = _study_rows(results)
     rows = []
     for key, c in CLAIMS.items():
-        frame = claim_frame(raw, key)
+        frame = case_frame(raw, c.cases)
         names = set(frame["config"])
         if any(case.name not in names for case in c.cases):
             rows.append({"claim": c.text, "contrast": "", "difference": "", "seeds": "", "p (Holm)": "",
@@ -538,6 +542,30 @@ def claims(results: Path = RESULTS) -> str:
             rows.append({"claim": "", "contrast": "the claim", "difference": "", "seeds": "", "p (Holm)": "",
                          "verdict": claim_verdict(t)})
     return _markdown(pd.DataFrame(rows).set_index("claim"))
+
+
+@generator("ablation-headlines")
+def ablation_headlines(results: Path = RESULTS) -> str:
+    """Each ablation's headline contrast (:data:`vlmlab.study.HEADLINES`), paired over seeds: the difference in
+    points, its 95 % interval, seeds, p and what it reads as ("too few seeds" below 5)."""
+    from .stats import paired, per_seed, reading
+    from .study import HEADLINES, MIN_SEEDS
+
+    raw = _study_rows(results)
+    rows = {}
+    for h in HEADLINES.values():
+        frame = case_frame(raw, [h.a, h.b])
+        a, b = (per_seed(frame, "config", c.name, h.category) for c in (h.a, h.b))
+        both = a.index.intersection(b.index)
+        if len(both) == 0:
+            rows[h.text] = {"contrast": f"{h.a.name} minus {h.b.name} ({h.category})", "difference": "",
+                            "seeds": 0, "p": "", "reads": "not measured yet", "notebook": h.notebook}
+            continue
+        r = paired(a, b)
+        rows[h.text] = {"contrast": f"{h.a.name} minus {h.b.name} ({h.category})", "difference": str(r),
+                        "seeds": r.n, "p": f"{r.p:.3f}" if r.p == r.p else "", "reads": reading(r, r.p, MIN_SEEDS),
+                        "notebook": h.notebook}
+    return _markdown(pd.DataFrame(rows).T.rename_axis("ablation"))
 
 
 def designs_figure(results: Path = RESULTS):

@@ -71,6 +71,14 @@ def per_seed(frame: pd.DataFrame, by: str, value, category: str, split: str = "t
     return d.groupby("seed")["accuracy"].mean()
 
 
+def reading(r: Paired, p: float, min_seeds: int) -> str:
+    """What a paired difference shows at level 0.05 with ``p`` (adjusted or not): "ahead", "behind", "no
+    difference shown", or "too few seeds" below ``min_seeds``."""
+    if r.n < min_seeds:
+        return "too few seeds"
+    return "no difference shown" if not p < 0.05 else ("ahead" if r.mean > 0 else "behind")
+
+
 def paired_holm(pairs: dict) -> tuple[dict, dict]:
     """``pairs``: key -> (per-seed series A, per-seed series B). Each key's paired A - B (:func:`paired`) and its
     p-value Holm-adjusted across the keys: one family of comparisons."""
@@ -87,4 +95,4 @@ def paired_table(frame: pd.DataFrame, by: str, a, b, categories, split: str = "t
                              "p (Holm)": adj[c], "holds": bool(adj[c] < 0.05)} for c, r in rows.items()}).T
 
 
-__all__ = ["Paired", "paired", "holm", "paired_holm", "per_seed", "paired_table"]
+__all__ = ["Paired", "paired", "holm", "paired_holm", "reading", "per_seed", "paired_table"]

@@ -36,8 +36,8 @@ Everything is importable from ``vlmlab.study``.
 from __future__ import annotations
 
 from ..jsonio import params_hash
-from .catalog import (ATTENTION_KNOB, COMPARISON_ARCHS, FEATURE_KNOBS, attention_study, comparison_study,
-                      features_study, indexings_study, seeds_from, table_size_study)
+from .catalog import (ATTENTION_KNOB, COMPARISON_ARCHS, FEATURE_KNOBS, HEADLINES, Headline, attention_study,
+                      comparison_study, features_study, indexings_study, seeds_from, table_size_study)
 from .claims import (CLAIMS, MARGIN, VERDICTS, Claim, claim_study, claim_verdict, get_claim, test_claim,
                      verdict_markdown, verdicts)
 from .conclusions import MIN_SEEDS, category_wins, compare, conclusions, diagnostic_summary, gap_closed, ranking
@@ -51,7 +51,7 @@ from .tables import cost_table, markdown_table, paired_vs, reference, stats, sum
 
 __all__ = ["Case", "Study", "canonical_knobs", "grid_study", "store_dir", "RUN_NOTEBOOK", "seeds_from",
            "table_size_study", "indexings_study", "attention_study", "features_study", "comparison_study",
-           "COMPARISON_ARCHS", "ATTENTION_KNOB", "FEATURE_KNOBS", "run_study", "describe_result", "EXECUTORS",
+           "COMPARISON_ARCHS", "ATTENTION_KNOB", "FEATURE_KNOBS", "HEADLINES", "Headline", "run_study", "describe_result", "EXECUTORS",
            "records", "label_columns", "GROUPINGS", "SOURCES", "accuracy_rows", "accuracy_frame", "cost_frame",
            "cost_table", "paired_vs", "diagnostics_frame", "mixed_backbones", "stats", "reference", "summary_table",
            "wording_summary", "markdown_table", "compare", "ranking", "gap_closed", "category_wins",

@@ -2,6 +2,8 @@
 ``tools/arch_table.py``), built here so they agree."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .store import Case, Study
 
 
@@ -84,3 +86,37 @@ def comparison_study(archs, seeds, budget, store=None) -> Study:
     """Every architecture in ``archs`` with its default knobs (column ``arch``)."""
     return Study("comparison", [Case(a, {}, {"arch": a}, a) for a in _need_list("archs", archs)], list(seeds),
                  budget, store)
+
+
+@dataclass(frozen=True)
+class Headline:
+    """An ablation's headline contrast: ``a`` minus ``b`` in ``category``, paired over seeds (the docs report it
+    from 5 seeds; the notebook shows every contrast of its study)."""
+
+    key: str
+    text: str
+    a: Case
+    b: Case
+    category: str = "overall"
+    notebook: str = ""
+
+
+def _named(arch: str, knobs: dict, name: str) -> Case:
+    return Case(arch, knobs, {"arch": arch, "variant": name}, name)
+
+
+HEADLINES = {h.key: h for h in [
+    Headline("table_size", "Ovis: a visual table of 4,096 entries against 256",
+             _named("ovis", {"table_size": 4096}, "Ovis, K = 4096"), _named("ovis", {}, "Ovis, K = 256"),
+             notebook="20_ablation_table_size"),
+    Headline("indexings", "Ovis: each patch a dense mix of the table's rows against one hard index",
+             _named("ovis", {}, "Ovis, dense"), _named("ovis", {"indexings": 1}, "Ovis, one index"),
+             notebook="21_ablation_indexings"),
+    Headline("attention", "LLaViT: bidirectional attention among an image's tokens against causal",
+             _named("llavit", {}, "LLaViT, bidirectional"), _named("llavit", {"attention": "causal"}, "LLaViT, causal"),
+             notebook="22_ablation_attention"),
+    Headline("features", "X-Former: CL and MIM features against CL alone, on structural questions",
+             _named("xformer", {}, "X-Former, CL+MIM"), _named("xformer", FEATURE_KNOBS["xformer"]["cl"][1],
+                                                              "X-Former, CL"),
+             category="structural", notebook="23_ablation_features"),
+]}

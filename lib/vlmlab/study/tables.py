@@ -30,18 +30,14 @@ def paired_vs(frame: pd.DataFrame, by: str, baseline, *, category: str = "overal
     """Each configuration minus ``baseline`` in ``category``, paired over the seeds both ran: the difference in
     points, its 95 % interval, seeds, p and Holm-adjusted p across the configurations, and what it shows ("ahead",
     "behind", "no difference shown", or "too few seeds" below ``min_seeds``)."""
-    from ..stats import paired_holm, per_seed
+    from ..stats import paired_holm, per_seed, reading
 
     order = list(frame[by].cat.categories) if hasattr(frame[by], "cat") else list(dict.fromkeys(frame[by]))
     base = per_seed(frame, by, baseline, category, split)
     rows, adj = paired_holm({v: (per_seed(frame, by, v, category, split), base) for v in order if v != baseline})
-
-    def reads(r, p):
-        if r.n < min_seeds:
-            return "too few seeds"
-        return "no difference shown" if not p < 0.05 else ("ahead" if r.mean > 0 else "behind")
     return pd.DataFrame({str(k): {"difference": r.mean, "95% lo": r.lo, "95% hi": r.hi, "seeds": r.n, "p": r.p,
-                                  "p (Holm)": adj[k], "reads": reads(r, adj[k])} for k, r in rows.items()}).T.rename_axis(
+                                  "p (Holm)": adj[k], "reads": reading(r, adj[k], min_seeds)}
+                         for k, r in rows.items()}).T.rename_axis(
         f"{by} - {baseline}")
 
 
