@@ -45,6 +45,18 @@ def knob(default, *, choices=None, check=None, doc: str = ""):
     return field(default=default, metadata={"choices": choices, "check": check, "doc": doc})
 
 
+def steps_knob(stage: str, example: str):
+    """A stage's step count outside the VLM budget (0: the stage keeps its share of the budget's steps)."""
+    return knob(0, check=(lambda v: 0 <= v <= 100_000, "between 0 and 100000"),
+                doc=f"steps of {stage} outside the VLM budget ({example}); 0 = its share of the budget")
+
+
+def batch_knob(stage: str, example: str):
+    """A stage's samples per step (0: the budget's VLM batch)."""
+    return knob(0, check=(lambda v: 0 <= v <= 4096, "between 0 and 4096"),
+                doc=f"samples per {stage} step ({example}); 0 = the budget's VLM batch")
+
+
 @dataclass
 class Knobs:
     """Base class of an architecture's knobs (a dataclass; each field made with :func:`knob`)."""

@@ -77,7 +77,7 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMS
 from ..attention import ATTENTION_TYPES, additive_mask, allowed_mask, image_span_ids
 from ..train import Stage
 from ..world import IMAGE_PROMPT
-from .base import VLM, Knobs, knob, splice
+from .base import VLM, Knobs, batch_knob, knob, splice, steps_knob
 from .llava import mlp_connector
 
 DISTILL = ("both", "image", "text", "none")
@@ -109,14 +109,10 @@ class HoVLEKnobs(Knobs):
     pixel_shuffle: str = knob("pre", choices=("pre", "post"),
                               doc="2x2 pixel shuffle + MLP before the module's layers (HoVLE) or after them "
                                   "(HoVLE-HD: the module sees 4x more image tokens)")
-    teacher_steps: int = knob(0, check=(lambda v: 0 <= v <= 100_000, "between 0 and 100000"),
-                              doc="steps of the teacher stage outside the VLM budget (e.g. LLaVA's 720 alignment "
-                                  "steps: the paper's teacher is given); 0 = its share of the budget")
-    distill_steps: int = knob(0, check=(lambda v: 0 <= v <= 100_000, "between 0 and 100000"),
-                              doc="steps of Stage I outside the VLM budget (e.g. the CL ViT's 800: the paper "
-                                  "distils at pretraining scale); 0 = its share of the budget")
-    distill_batch: int = knob(0, check=(lambda v: 0 <= v <= 4096, "between 0 and 4096"),
-                              doc="samples per Stage I step (e.g. 128, the CL ViT's); 0 = the budget's VLM batch")
+    teacher_steps: int = steps_knob("the teacher stage", "e.g. LLaVA's 720 alignment steps: the paper's teacher "
+                                                         "is given")
+    distill_steps: int = steps_knob("Stage I", "e.g. the CL ViT's 800: the paper distils at pretraining scale")
+    distill_batch: int = batch_knob("Stage I", "e.g. 128, the CL ViT's")
 
     def validate(self, arch: str) -> None:
         if self.embed_attention == "bidirectional" and self.n_embed_layers == 0:

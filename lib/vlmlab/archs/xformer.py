@@ -66,7 +66,7 @@ from torch import nn
 
 from ..backbones.vision import mae_target, masked_mse, patchify
 from ..train import Stage
-from .base import VLM, Knobs, eval_mode, frozen_copy, knob
+from .base import VLM, Knobs, batch_knob, eval_mode, frozen_copy, knob, steps_knob
 
 FEATURES = ("both", "cl", "mim")
 FUSIONS = ("dual_ca", "concat", "none")
@@ -100,12 +100,8 @@ class XFormerKnobs(Knobs):
     tune_llm: bool = knob(False, doc="unfreeze the LLM in the stage-2 qa stage (paper: frozen)")
     stage1_share: float = knob(0.4, check=(lambda v: 0.0 < v < 1.0, "strictly between 0 and 1"),
                                doc="fraction of the VLM steps spent in stage 1 (ITC+ITM+ITG+L_rec on captions)")
-    stage1_steps: int = knob(0, check=(lambda v: 0 <= v <= 100_000, "between 0 and 100000"),
-                             doc="stage-1 steps outside the VLM budget (e.g. fewer, larger batches); 0 = its share "
-                                 "'stage1_share' of the budget")
-    stage1_batch: int = knob(0, check=(lambda v: 0 <= v <= 4096, "between 0 and 4096"),
-                             doc="samples per stage-1 step (BLIP-2: ~2,000, so ITC sees many negatives); 0 = the "
-                                 "budget's VLM batch")
+    stage1_steps: int = steps_knob("stage 1", "e.g. fewer, larger batches; its share is 'stage1_share'")
+    stage1_batch: int = batch_knob("stage 1", "BLIP-2: ~2,000, so ITC sees many negatives")
     describe_share: float = knob(0.0, check=(lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
                                  doc="fraction of the steps for a stage-2 LM stage on 'describe' data before 'qa' "
                                      "(0 = none)")
