@@ -56,7 +56,7 @@ def test_set_trainable_keeps_the_fixed_sincos_position_embeddings_frozen(tiny_ba
 
     assert smoke_budget.vit_pos_embed == "sincos"
     torch.manual_seed(0)
-    m = build("ovis", tiny_backbones, smoke_budget)
+    m = build("ovis", tiny_backbones, smoke_budget, {"vit": "trained"})  # the paper's schedule trains the tower
     st = next(s for s in m.stages() if "vision" in s.trainable)
     params = set_trainable(m, st.trainable)
     pe = m.vision.vit.pos_embed

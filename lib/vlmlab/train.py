@@ -197,13 +197,13 @@ def train_stages(model, stages: list[Stage], data, budget, *, device, precision:
     logs = []
     plan = stage_plan(stages, budget)
     resumed = checkpoint.load(model, stages, plan, device) if checkpoint is not None else None
-    offset = 0  # optimizer steps before this stage
-    consumed = 0  # training samples before this stage
-    for i, (st, steps) in enumerate(zip(stages, plan)):
+    sizes = [stage_batch(st, budget) for st in stages]
+    # per stage: optimizer steps and training samples before it (a stage's samples start where the earlier end)
+    offsets = [sum(plan[:i]) for i in range(len(stages))]
+    consumed = [sum(s * n for s, n in zip(plan[:i], sizes)) for i in range(len(stages))]
+    for i, (st, steps, n, offset) in enumerate(zip(stages, plan, sizes, offsets)):
         if resumed is not None and i < resumed.stage:  # finished before the checkpoint: its log is kept there
             logs.append(StageLog(**resumed.logs[i]))
-            offset += steps
-            consumed += steps * stage_batch(st, budget)
             continue
         here = resumed is not None and i == resumed.stage
         start = resumed.step if here else 0
@@ -211,10 +211,7 @@ def train_stages(model, stages: list[Stage], data, budget, *, device, precision:
             from .checkpoint import set_rng_state
 
             set_rng_state(resumed.rng)
-            logs.append(StageLog(st.name, steps, list(resumed.losses), resumed.seconds,
-                                 steps * stage_batch(st, budget)))
-            offset += steps
-            consumed += steps * stage_batch(st, budget)
+            logs.append(StageLog(st.name, steps, list(resumed.losses), resumed.seconds, steps * n))
             continue
         set_trainable(model, st.trainable)
         groups = []
@@ -234,8 +231,7 @@ def train_stages(model, stages: list[Stage], data, budget, *, device, precision:
             # attention backward failed on one (benchmarks/compile_ab.py)
             loss_method = CompiledLoss(loss_method, enabled=budget.vlm_compile, device=device)
 
-        n = stage_batch(st, budget)
-        first = -(-consumed // n)  # the stage's samples start where the earlier stages' samples end
+        first = -(-consumed[i] // n)  # the first batch whose samples all follow the earlier stages' samples
         if n == budget.vlm_batch:
             def batches(step, _task=st.task, _start=first):
                 return data(_task, _start + step)
@@ -266,8 +262,6 @@ def train_stages(model, stages: list[Stage], data, budget, *, device, precision:
                                    after_step=after_step if checkpoint is not None else None,
                                    reduce_loss=dist.mean if dist is not None else None)
         logs.append(StageLog(st.name, steps, losses, time.perf_counter() - t0, steps * n))
-        offset += steps
-        consumed += steps * n
     model.requires_grad_(False)
     model.eval()
     return logs
