@@ -163,7 +163,10 @@ def _recipe_knobs(t: pd.DataFrame) -> pd.Series:
         d = defaults[r["arch"]]
         return {c[5:]: value(r[c], d[c[5:]]) for c in knobs
                 if pd.notna(r[c]) and c[5:] in d and differs(r[c], d[c[5:]])}
-    return t.apply(changed, axis=1)
+    # once per distinct design and knob values (a run has hundreds of rows), then mapped back to every row
+    keys = pd.util.hash_pandas_object(t[["arch", *knobs]], index=False)
+    first = ~keys.duplicated()
+    return keys.map(dict(zip(keys[first], (changed(r) for _, r in t[first].iterrows()))))
 
 
 def _recipe_name(knobs: dict) -> str:
@@ -556,15 +559,13 @@ def ablation_headlines(results: Path = RESULTS) -> str:
     for h in HEADLINES.values():
         frame = case_frame(raw, [h.a, h.b])
         a, b = (per_seed(frame, "config", c.name, h.category) for c in (h.a, h.b))
-        both = a.index.intersection(b.index)
-        if len(both) == 0:
-            rows[h.text] = {"contrast": f"{h.a.name} minus {h.b.name} ({h.category})", "difference": "",
-                            "seeds": 0, "p": "", "reads": "not measured yet", "notebook": h.notebook}
-            continue
-        r = paired(a, b)
-        rows[h.text] = {"contrast": f"{h.a.name} minus {h.b.name} ({h.category})", "difference": str(r),
-                        "seeds": r.n, "p": f"{r.p:.3f}" if r.p == r.p else "", "reads": reading(r, r.p, MIN_SEEDS),
-                        "notebook": h.notebook}
+        row = {"contrast": f"{h.a.name} minus {h.b.name} ({h.category})", "difference": "", "seeds": 0, "p": "",
+               "reads": "not measured yet", "notebook": h.notebook}
+        if len(a.index.intersection(b.index)):
+            r = paired(a, b)
+            row.update({"difference": str(r), "seeds": r.n, "p": f"{r.p:.3f}" if r.p == r.p else "",
+                        "reads": reading(r, r.p, MIN_SEEDS)})
+        rows[h.text] = row
     return _markdown(pd.DataFrame(rows).T.rename_axis("ablation"))
 
 

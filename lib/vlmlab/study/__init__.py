@@ -51,7 +51,8 @@ from .tables import cost_table, markdown_table, paired_vs, reference, stats, sum
 
 __all__ = ["Case", "Study", "canonical_knobs", "grid_study", "store_dir", "RUN_NOTEBOOK", "seeds_from",
            "table_size_study", "indexings_study", "attention_study", "features_study", "comparison_study",
-           "COMPARISON_ARCHS", "ATTENTION_KNOB", "FEATURE_KNOBS", "HEADLINES", "Headline", "run_study", "describe_result", "EXECUTORS",
+           "COMPARISON_ARCHS", "ATTENTION_KNOB", "FEATURE_KNOBS", "HEADLINES", "Headline", "run_study",
+           "describe_result", "EXECUTORS",
            "records", "label_columns", "GROUPINGS", "SOURCES", "accuracy_rows", "accuracy_frame", "cost_frame",
            "cost_table", "paired_vs", "diagnostics_frame", "mixed_backbones", "stats", "reference", "summary_table",
            "wording_summary", "markdown_table", "compare", "ranking", "gap_closed", "category_wins",

@@ -101,22 +101,24 @@ class Headline:
     notebook: str = ""
 
 
-def _named(arch: str, knobs: dict, name: str) -> Case:
+def named_case(arch: str, knobs: dict, name: str) -> Case:
+    """A case labelled by its design and its own name (column ``variant``): a claim's or a headline's side."""
     return Case(arch, knobs, {"arch": arch, "variant": name}, name)
 
 
 HEADLINES = {h.key: h for h in [
     Headline("table_size", "Ovis: a visual table of 4,096 entries against 256",
-             _named("ovis", {"table_size": 4096}, "Ovis, K = 4096"), _named("ovis", {}, "Ovis, K = 256"),
+             named_case("ovis", {"table_size": 4096}, "Ovis, K = 4096"), named_case("ovis", {}, "Ovis, K = 256"),
              notebook="20_ablation_table_size"),
     Headline("indexings", "Ovis: each patch a dense mix of the table's rows against one hard index",
-             _named("ovis", {}, "Ovis, dense"), _named("ovis", {"indexings": 1}, "Ovis, one index"),
+             named_case("ovis", {}, "Ovis, dense"), named_case("ovis", {"indexings": 1}, "Ovis, one index"),
              notebook="21_ablation_indexings"),
     Headline("attention", "LLaViT: bidirectional attention among an image's tokens against causal",
-             _named("llavit", {}, "LLaViT, bidirectional"), _named("llavit", {"attention": "causal"}, "LLaViT, causal"),
+             named_case("llavit", {}, "LLaViT, bidirectional"),
+             named_case("llavit", {"attention": "causal"}, "LLaViT, causal"),
              notebook="22_ablation_attention"),
     Headline("features", "X-Former: CL and MIM features against CL alone, on structural questions",
-             _named("xformer", {}, "X-Former, CL+MIM"), _named("xformer", FEATURE_KNOBS["xformer"]["cl"][1],
+             named_case("xformer", {}, "X-Former, CL+MIM"), named_case("xformer", FEATURE_KNOBS["xformer"]["cl"][1],
                                                               "X-Former, CL"),
              category="structural", notebook="23_ablation_features"),
 ]}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..stats import paired_holm, per_seed
-from .catalog import FEATURE_KNOBS
+from .catalog import FEATURE_KNOBS, named_case
 from .conclusions import MIN_SEEDS
 from .papers import OVIS_TABLE3
 from .store import Case, Study
@@ -46,42 +46,39 @@ class Claim:
         return [self.design, *self.controls]
 
 
-def _case(arch: str, knobs: dict, name: str) -> Case:
-    return Case(arch, knobs, {"arch": arch, "variant": name}, name)
-
-
 _CL = FEATURE_KNOBS["xformer"]["cl"][1]
 CLAIMS = {c.key: c for c in [
     Claim("ovis_table", "Ovis's visual embedding table beats an MLP connector", OVIS_TABLE3,
-          _case("ovis", {}, "Ovis (visual table)"), (_case("llava", {}, "LLaVA (MLP connector)"),),
+          named_case("ovis", {}, "Ovis (visual table)"), (named_case("llava", {}, "LLaVA (MLP connector)"),),
           notebook="11_ovis"),
     Claim("vwlmm_lambda", "VW-LMM's visual-word loss (lambda > 0) beats none (lambda = 0)",
           ("VW-LMM, arXiv 2403.07720, Abstract", "we propose the concept of visual words, which maps the visual "
                                                   "features to probability distributions over LLM's vocabulary, "
                                                   "providing supervision information for visual modelling"),
-          _case("vwlmm", {}, "VW-LMM (lambda 1)"), (_case("vwlmm", {"lambda_vm": 0.0}, "VW-LMM (lambda 0)"),),
+          named_case("vwlmm", {}, "VW-LMM (lambda 1)"), (named_case("vwlmm", {"lambda_vm": 0.0}, "VW-LMM (lambda 0)"),),
           notebook="12_vwlmm"),
     Claim("hovle_distill", "HoVLE's distillation stage beats no distillation",
           ("HoVLE, arXiv 2412.16158, Abstract", "It is first trained to distill visual features from a pre-trained "
                                                 "vision encoder and text embeddings from the LLM, enabling "
                                                 "large-scale training with unpaired random images and text "
                                                 "tokens."),
-          _case("hovle", {}, "HoVLE (distilled)"), (_case("hovle", {"distill": "none"}, "HoVLE (no distillation)"),),
+          named_case("hovle", {}, "HoVLE (distilled)"),
+          (named_case("hovle", {"distill": "none"}, "HoVLE (no distillation)"),),
           notebook="13_hovle"),
     Claim("xformer_mim", "X-Former's CL+MIM features beat CL alone on structural questions",
           ("X-Former, arXiv 2407.13851, Abstract", "X-Former excels in visual reasoning tasks involving both "
                                                    "structural and semantic categories in the GQA dataset."),
-          _case("xformer", {}, "X-Former (CL+MIM)"), (_case("xformer", _CL, "X-Former (CL only: BLIP-2)"),),
+          named_case("xformer", {}, "X-Former (CL+MIM)"), (named_case("xformer", _CL, "X-Former (CL only: BLIP-2)"),),
           category="structural", notebook="23_ablation_features"),
     Claim("llavit_components", "each of LLaViT's three components helps",
           ("LLaViT, arXiv 2511.10301, Abstract", "three key modifications: (1) learning separate QKV projections "
                                                  "for vision modality, (2) enabling bidirectional attention on "
                                                  "visual tokens, and (3) incorporating both global and local "
                                                  "visual representations"),
-          _case("llavit", {}, "LLaViT"),
-          (_case("llavit", {"visual_qkv": "shared"}, "LLaViT without separate visual QKV"),
-           _case("llavit", {"attention": "causal"}, "LLaViT without bidirectional attention"),
-           _case("llavit", {"layers": "global"}, "LLaViT without local features")),
+          named_case("llavit", {}, "LLaViT"),
+          (named_case("llavit", {"visual_qkv": "shared"}, "LLaViT without separate visual QKV"),
+           named_case("llavit", {"attention": "causal"}, "LLaViT without bidirectional attention"),
+           named_case("llavit", {"layers": "global"}, "LLaViT without local features")),
           notebook="15_llavit"),
 ]}
 
