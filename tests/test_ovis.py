@@ -298,9 +298,10 @@ def test_smoke_run_end_to_end():
 
 
 def test_frozen_vit_default_trains_no_vision_parameter_and_qa_share_sets_the_vqa_steps(ovis, world, smoke_budget):
-    m = ovis(qa_share=0.7)  # vit="frozen" is the default
+    m = ovis()  # vit="frozen" and qa_share=0.7 are the defaults
     st = m.stages()
     assert [s.share for s in st] == pytest.approx([0.18, 0.12, 0.7])
+    assert [s.share for s in ovis(qa_share=0.5).stages()] == pytest.approx([0.3, 0.2, 0.5])
     for s in st:
         assert not any(n.startswith("vision") for n in s.trainable)
         set_trainable(m, s.trainable)
