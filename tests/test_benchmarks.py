@@ -63,3 +63,40 @@ def test_run_overhead_splits_a_run_into_training_evaluation_and_overhead(tmp_pat
         assert math.isclose(s["overhead_s"], s["wall_s"] - s["train_s"] - s["evaluate_s"])
         assert 0 < s["overhead_share"] < 1 and s["train_s"] > 0
     assert r["papermill"]["overhead_s"] > r["in_process"]["overhead_s"]  # a kernel start and imports per run
+
+
+def test_step_profile_splits_each_stage_into_matmuls_and_the_rest(tmp_path):
+    """Eager steps only here (VLMLAB_COMPILE=0 leaves CompiledLoss eager), so both sides profile the same code."""
+    import os
+
+    out = tmp_path / "profile.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_profile.py"), "--budget", "smoke",
+                           "--steps", "1", "--output", str(out)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "VLMLAB_COMPILE": "0"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    d = json.loads(out.read_text())
+    assert set(d["stages"]) == {"align", "instruct"}
+    for r in d["stages"].values():
+        for side in ("eager", "compiled"):
+            s = r[side]
+            assert 0 < s["matmul_share"] < 1 and 0 < s["matmul_ms"] < s["step_ms"]
+            assert math.isclose(s["matmul_share"], s["matmul_ms"] / s["step_ms"])
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_profile.py"), "--arch", "llama"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--arch: unknown 'llama'" in bad.stderr
+
+
+def test_study_wall_times_one_study_before_and_after_from_empty_stores(tmp_path):
+    out = tmp_path / "wall.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study_wall.py"), "--archs", "llava",
+                           "--seeds", "1", "--output", str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (r,) = json.loads(out.read_text())["rounds"]
+    assert r["before"]["executor"] == "papermill" and r["after"]["executor"] == "inprocess"
+    assert r["before"]["runs"] == r["after"]["runs"] == 1  # each side trained its run: nothing was reused
+    assert math.isclose(r["before_over_after"], r["before"]["wall_s"] / r["after"]["wall_s"])
+    for argv, says in ((["--seeds", "0"], "--seeds and --rounds must be at least 1"),
+                       (["--sides", "after,after"], "--sides: got 'after,after'")):
+        bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study_wall.py"), *argv],
+                             capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and says in bad.stderr, bad.stderr[-500:]

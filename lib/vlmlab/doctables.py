@@ -341,6 +341,10 @@ def benchmarks(results: Path = RESULTS) -> str:
         parts.append(compile_ab(results))
     if (bench / "run-overhead.json").is_file():
         parts.append(run_overhead(results))
+    if (bench / "step-profile.json").is_file():
+        parts.append(step_profile(results))
+    if any(bench.glob("study-wall*.json")):
+        parts.append(study_wall(results))
     return "\n".join(parts) if parts else "No benchmark results in `benchmarks/`.\n"
 
 
@@ -379,6 +383,53 @@ def run_overhead(results: Path = RESULTS) -> str:
     return (f"{d['arch']} at the {d['budget']} budget, seed 0 (`benchmarks/run_overhead.py`, "
             f"`benchmarks/run-overhead.json`); overhead = wall time - training - evaluation:\n\n"
             + _markdown(pd.DataFrame(rows).set_index("round")))
+
+
+@generator("step-profile")
+def step_profile(results: Path = RESULTS) -> str:
+    """The matrix multiplies' share of a training step, eager and compiled (``benchmarks/step-profile.json``,
+    written by ``benchmarks/step_profile.py``)."""
+    import json
+
+    d = json.loads((_benchmarks_dir(results) / "step-profile.json").read_text())
+    rows = [{"stage": name, "steps in a run": r["steps_in_run"], "eager, ms": _fmt(r["eager"]["step_ms"], 1),
+             "eager: matmul, ms": _fmt(r["eager"]["matmul_ms"], 1),
+             "eager: matmul share, %": _fmt(r["eager"]["matmul_share"], 0, 100),
+             "compiled, ms": _fmt(r["compiled"]["step_ms"], 1),
+             "compiled: matmul share, %": _fmt(r["compiled"]["matmul_share"], 0, 100),
+             "bound on eager / compiled": _fmt(1 / r["eager"]["matmul_share"], 2)}
+            for name, r in d["stages"].items()]
+    return (f"Where {d['arch']}'s training step goes at the {d['budget']} budget, {d['machine']['threads']} thread "
+            f"(`benchmarks/step_profile.py`, `benchmarks/step-profile.json`; torch.profiler over {d['steps']} steps "
+            f"per side after as many warm-up steps). A compiler that left only the matrix multiplies would reach the "
+            f"last column:\n\n" + _markdown(pd.DataFrame(rows).set_index("stage")))
+
+
+@generator("study-wall")
+def study_wall(results: Path = RESULTS) -> str:
+    """A whole study's wall time before and after the faster-runs levers: a row per side timed in each
+    ``benchmarks/study-wall*.json`` (written by ``benchmarks/study_wall.py``; a file of one side was timed alone)."""
+    import json
+
+    from .budgets import get_budget
+
+    rows = []
+    for f in sorted(_benchmarks_dir(results).glob("study-wall*.json"), key=lambda f: (len(f.stem), f.stem)):
+        d = json.loads(f.read_text())
+        compiles = get_budget(d["budget"]).vlm_compile  # what "as the budget sets" meant for the after side
+        for i, rnd in enumerate(d["rounds"]):
+            for side in (x for x in ("before", "after") if x in rnd):
+                r = rnd[side]
+                rows.append({"file": f"`{f.name}`", "budget": d["budget"], "round": i, "side": side,
+                             "executor": r["executor"],
+                             "steps": "compiled" if r["compile"] == "1" or (r["compile"] == "budget" and compiles)
+                             else "eager",
+                             "workers x threads": f"{r['workers']} x {r['threads']}",
+                             "runs": f"{r['runs']} ({len(d['archs'])} designs x {d['seeds']} seeds)",
+                             "wall, min": _fmt(r["wall_s"] / 60, 1),
+                             "before / after": _fmt(rnd.get("before_over_after"), 2)})
+    return ("The comparison study, each side from an empty store (`benchmarks/study_wall.py`; a file's sides were "
+            "timed back to back):\n\n" + _markdown(pd.DataFrame(rows).set_index("file")))
 
 
 @generator("reading-path")
