@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 REPO = Path(__file__).resolve().parents[1]
 SIDES = {"before": {"executor": "papermill", "compile": "0"}, "after": {"executor": "inprocess", "compile": None}}
@@ -29,20 +30,13 @@ def run_side(side: str, archs: list, seeds: list, budget: str, store: Path) -> d
     from vlmlab.study import comparison_study, run_study
 
     how = SIDES[side]
-    old = os.environ.get("VLMLAB_COMPILE")
-    if how["compile"] is not None:  # papermill's kernels inherit it
-        os.environ["VLMLAB_COMPILE"] = how["compile"]
-    try:
+    forced = {} if how["compile"] is None else {"VLMLAB_COMPILE": how["compile"]}
+    with mock.patch.dict(os.environ, forced):  # papermill's kernels inherit it; restored afterwards
         compile_env = os.environ.get("VLMLAB_COMPILE", "budget")  # "budget": Budget.vlm_compile decides
         study = comparison_study(archs, seeds, budget, store)
         t = time.perf_counter()
         result = run_study(study, executor=how["executor"], workers=2, threads=1, progress=False)
         wall = time.perf_counter() - t
-    finally:
-        if old is None:
-            os.environ.pop("VLMLAB_COMPILE", None)
-        else:
-            os.environ["VLMLAB_COMPILE"] = old
     if result.failed or len(result.done) != len(study.runs()):
         raise RuntimeError(f"{side}: {len(result.done)} of {len(study.runs())} runs done, "
                            f"{len(result.failed)} failed: {[o.error for o in result.failed][:3]}")

@@ -284,6 +284,13 @@ def _benchmarks_dir(results: Path) -> Path:
     return Path(results).parent.parent / "benchmarks"
 
 
+def _bench_json(results: Path, name: str) -> dict:
+    """``benchmarks/<name>`` of the repository that holds ``results``, parsed."""
+    import json
+
+    return json.loads((_benchmarks_dir(results) / name).read_text())
+
+
 @generator("benchmarks")
 def benchmarks(results: Path = RESULTS) -> str:
     """The commands' wall times (``benchmarks/end-to-end.json``) and each ``benchmarks/results-*.json`` that
@@ -352,9 +359,7 @@ def benchmarks(results: Path = RESULTS) -> str:
 def compile_ab(results: Path = RESULTS) -> str:
     """Eager against compiled training steps per design and stage (``benchmarks/compile-ab.json``, written by
     ``benchmarks/compile_ab.py``)."""
-    import json
-
-    d = json.loads((_benchmarks_dir(results) / "compile-ab.json").read_text())
+    d = _bench_json(results, "compile-ab.json")
     rows = [{"design": arch, "stage": name, "steps in a run": r["steps_in_run"],
              "eager, ms": _fmt(r["eager_step_s"], 1, 1000), "compiled, ms": _fmt(r["compiled_step_s"], 1, 1000),
              "eager / compiled": _fmt(r["ratio"], 2), "first compiled step, s": _fmt(r["first_compiled_step_s"], 0),
@@ -372,9 +377,7 @@ def compile_ab(results: Path = RESULTS) -> str:
 def run_overhead(results: Path = RESULTS) -> str:
     """Where a run's time goes, through papermill and in a warm process (``benchmarks/run-overhead.json``,
     written by ``benchmarks/run_overhead.py``)."""
-    import json
-
-    d = json.loads((_benchmarks_dir(results) / "run-overhead.json").read_text())
+    d = _bench_json(results, "run-overhead.json")
     rows = [{"round": i, "executor": side.replace("_", "-"), "wall, s": _fmt(r["wall_s"], 0),
              "training, s": _fmt(r["train_s"], 0), "evaluation, s": _fmt(r["evaluate_s"], 0),
              "setup, s": _fmt(r["setup_s"], 1), "floor and oracle look-ups, s": _fmt(r["references_s"], 1),
@@ -389,9 +392,7 @@ def run_overhead(results: Path = RESULTS) -> str:
 def step_profile(results: Path = RESULTS) -> str:
     """The matrix multiplies' share of a training step, eager and compiled (``benchmarks/step-profile.json``,
     written by ``benchmarks/step_profile.py``)."""
-    import json
-
-    d = json.loads((_benchmarks_dir(results) / "step-profile.json").read_text())
+    d = _bench_json(results, "step-profile.json")
     rows = [{"stage": name, "steps in a run": r["steps_in_run"], "eager, ms": _fmt(r["eager"]["step_ms"], 1),
              "eager: matmul, ms": _fmt(r["eager"]["matmul_ms"], 1),
              "eager: matmul share, %": _fmt(r["eager"]["matmul_share"], 0, 100),
