@@ -439,8 +439,16 @@ def sweep_env(tmp_path_factory, smoke_backbones):
     return env, log
 
 
+# `python -m vlmlab.cli` as a terminal starts it: SIGINT caught and not blocked. A suite started as a background job
+# of a script (POSIX: asynchronous commands without job control) hands its children SIGINT ignored, and a sweep
+# that ignores Ctrl-C would run to its end under the SIGINT faults below
+AS_FROM_A_TERMINAL = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                      "signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT]); "
+                      "runpy.run_module('vlmlab.cli', run_name='__main__', alter_sys=True)")
+
+
 def launch(spec_yaml: Path, out: Path, env: dict, stderr=subprocess.PIPE) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "vlmlab.cli", "sweep", str(spec_yaml), "--out", str(out),
+    return subprocess.Popen([sys.executable, "-c", AS_FROM_A_TERMINAL, "sweep", str(spec_yaml), "--out", str(out),
                              "--workers", "1", "--threads", "1"], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=stderr, text=True)
 
