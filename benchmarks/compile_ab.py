@@ -28,23 +28,36 @@ from vlmlab.backbones import load_backbones
 from vlmlab.budgets import get_budget
 from vlmlab.device import pick_device, seed_everything
 from vlmlab.runs import make_data
-from vlmlab.train import CompiledLoss, adamw, set_trainable, update
+from vlmlab.train import CompiledLoss, adamw, set_trainable, stage_plan, update
 from vlmlab.world import World
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+def initialised(arch: str, budget, device) -> tuple:
+    """Seed 0's initialised model of the design and its data stream, as a run starts them."""
+    bb = load_backbones(budget=budget, device=device, kinds=backbones_needed(arch), progress=False)
+    seed_everything(0)
+    return build(arch, bb, budget).to(device), make_data(World(seed=0), budget.vlm_batch)
+
+
+def trainer(model, stage, budget, device, compiled: bool) -> tuple:
+    """A copy of ``model`` set to train ``stage`` as train_stages does: its loss (under CompiledLoss, as
+    train_stages compiles it, when ``compiled``), its trainable parameters and their optimizer."""
+    m = copy.deepcopy(model)
+    params = set_trainable(m, stage.trainable)
+    m.train()
+    fn = getattr(m, f"loss_{stage.loss}")
+    if compiled:
+        fn = CompiledLoss(fn, enabled=True, device=device)
+    return fn, params, adamw([{"params": params}], budget.vlm_lr)
+
+
 def stage_ab(model, stage, batches, budget, device, rounds: int, steps: int) -> dict:
     sides = {}
     for side in ("eager", "compiled"):
-        m = copy.deepcopy(model)
-        params = set_trainable(m, stage.trainable)
-        m.train()
-        fn = getattr(m, f"loss_{stage.loss}")
-        if side == "compiled":
-            fn = CompiledLoss(fn, enabled=True, device=device)  # as train_stages compiles it
-        sides[side] = {"fn": fn, "params": params, "opt": adamw([{"params": params}], budget.vlm_lr),
-                       "times": [], "losses": []}
+        fn, params, opt = trainer(model, stage, budget, device, compiled=side == "compiled")
+        sides[side] = {"fn": fn, "params": params, "opt": opt, "times": [], "losses": []}
 
     def one(side: str, batch) -> float:
         s = sides[side]
@@ -69,12 +82,9 @@ def stage_ab(model, stage, batches, budget, device, rounds: int, steps: int) -> 
 
 def design_ab(arch: str, budget, device, rounds: int, steps: int) -> dict:
     torch._dynamo.reset()  # as train_stages does: each design starts with no graphs of the others
-    bb = load_backbones(budget=budget, device=device, kinds=backbones_needed(arch), progress=False)
-    seed_everything(0)
-    model = build(arch, bb, budget).to(device)
-    data = make_data(World(seed=0), budget.vlm_batch)
+    model, data = initialised(arch, budget, device)
     stages = model.stages()
-    plan = [max(1, round(budget.vlm_steps * st.share)) for st in stages]
+    plan = stage_plan(stages, budget)
     out = {}
     for st, n in zip(stages, plan):
         batches = [data(st.task, i) for i in range(1 + rounds * steps)]

@@ -67,14 +67,13 @@ def main(argv=None) -> int:
         ap.error("--rounds must be at least 1")
     import vlmlab.runs as runs  # the in-process side is warm: its imports are paid before it is timed
     from vlmlab.backbones import load_backbones
-    from vlmlab.device import pick_device
-    from vlmlab.world import World
+    from vlmlab.score import references_from_cache
 
     budget = get_budget(a.budget)
-    bb = load_backbones(budget=budget, progress=False)  # and its backbones are built or loaded
+    load_backbones(budget=budget, progress=False)  # and its backbones are built or loaded
     # the floor and the oracle are cached per world seed and budget: computed here, looked up by both sides
     config = runs.RunConfig.from_params(arch=a.arch, budget=a.budget, seed=0)
-    runs._references(bb, World(seed=0), budget, pick_device(), config.precision, False)
+    references_from_cache(0, a.budget, precision=config.precision, progress=False)
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(a.rounds):

@@ -12,7 +12,6 @@ Writes benchmarks/step-profile.json (or FILE).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 from pathlib import Path
@@ -20,13 +19,11 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from vlmlab.archs import ARCHS, backbones_needed, build
-from vlmlab.backbones import load_backbones
+from compile_ab import initialised, trainer  # the sibling benchmark: the same model, data and training sides
+from vlmlab.archs import ARCHS
 from vlmlab.budgets import get_budget
-from vlmlab.device import pick_device, seed_everything
-from vlmlab.runs import make_data
-from vlmlab.train import CompiledLoss, adamw, set_trainable, update
-from vlmlab.world import World
+from vlmlab.device import pick_device
+from vlmlab.train import stage_plan, update
 
 REPO = Path(__file__).resolve().parents[1]
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn::_linear_pointwise",
@@ -34,13 +31,7 @@ MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn::_li
 
 
 def profile_stage(model, stage, batches, budget, device, compiled: bool, steps: int) -> dict:
-    m = copy.deepcopy(model)
-    params = set_trainable(m, stage.trainable)
-    m.train()
-    fn = getattr(m, f"loss_{stage.loss}")
-    if compiled:
-        fn = CompiledLoss(fn, enabled=True, device=device)
-    opt = adamw([{"params": params}], budget.vlm_lr)
+    fn, params, opt = trainer(model, stage, budget, device, compiled)
 
     def step(batch):
         update(opt, fn(batch), params)
@@ -68,14 +59,12 @@ def main(argv=None) -> int:
     if a.steps < 1:
         ap.error("--steps must be at least 1")
     budget, device = get_budget(a.budget), pick_device()
-    bb = load_backbones(budget=budget, device=device, kinds=backbones_needed(a.arch), progress=False)
-    seed_everything(0)
-    model = build(a.arch, bb, budget).to(device)
-    data = make_data(World(seed=0), budget.vlm_batch)
+    model, data = initialised(a.arch, budget, device)
     out = {}
-    for st in model.stages():
+    stages = model.stages()
+    for st, n in zip(stages, stage_plan(stages, budget)):
         batches = [data(st.task, i) for i in range(2 * a.steps)]
-        out[st.name] = {"steps_in_run": max(1, round(budget.vlm_steps * st.share)),
+        out[st.name] = {"steps_in_run": n,
                         **{side: profile_stage(model, st, batches, budget, device, side == "compiled", a.steps)
                            for side in ("eager", "compiled")}}
         r = out[st.name]

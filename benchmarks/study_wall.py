@@ -68,17 +68,16 @@ def main(argv=None) -> int:
     if not sides or len(set(sides)) != len(sides) or not set(sides) <= set(SIDES):
         ap.error(f"--sides: got {a.sides!r}; allowed: 'before', 'after' or both, comma-separated, each once")
     budget = get_budget(a.budget)
-    import vlmlab.runs as runs
     from vlmlab.archs import backbones_needed
     from vlmlab.backbones import load_backbones
-    from vlmlab.device import pick_device
-    from vlmlab.world import World
+    from vlmlab.runs import RunConfig
+    from vlmlab.score import references_from_cache
 
     kinds = sorted({k for arch in archs for k in backbones_needed(arch)})
-    bb = load_backbones(budget=budget, kinds=kinds, progress=False)  # built or loaded once, before the clock
-    precision = runs.RunConfig.from_params(arch=archs[0], budget=a.budget, seed=0).precision
+    load_backbones(budget=budget, kinds=kinds, progress=False)  # built or loaded once, before the clock
+    precision = RunConfig.from_params(arch=archs[0], budget=a.budget, seed=0).precision
     for s in range(a.seeds):
-        runs._references(bb, World(seed=s), budget, pick_device(), precision, False)
+        references_from_cache(s, a.budget, precision=precision, progress=False)
     seeds = list(range(a.seeds))
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def bench(script: str, *argv: str, timeout: int, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python benchmarks/<script> ARGV`` as a user runs it, its output captured; ``env``: variables to set."""
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *argv], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
 def test_benchmarks_report_world_llava_and_lm_pretraining_rates(tmp_path, smoke_budget):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--budget", "smoke", "--steps", "4",
-                           "--output", str(out)], capture_output=True, text=True, timeout=600)
+    proc = bench("run_all.py", "--budget", "smoke", "--steps", "4", "--output", str(out), timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
     assert res["world_samples_per_s"] > 0
@@ -33,12 +39,9 @@ def test_benchmarks_report_world_llava_and_lm_pretraining_rates(tmp_path, smoke_
 def test_compile_ab_reports_per_stage_ratios_and_loss_agreement(tmp_path):
     """The eager-vs-compiled benchmark end to end at the smoke budget; VLMLAB_COMPILE=0 keeps both sides eager
     here (compiling takes a minute), so the sides must agree exactly and say they were not compiled."""
-    import os
-
     out = tmp_path / "ab.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compile_ab.py"), "--budget", "smoke",
-                           "--archs", "llava", "--steps", "2", "--rounds", "2", "--output", str(out)],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "VLMLAB_COMPILE": "0"})
+    proc = bench("compile_ab.py", "--budget", "smoke", "--archs", "llava", "--steps", "2", "--rounds", "2",
+                 "--output", str(out), timeout=600, env={"VLMLAB_COMPILE": "0"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     llava = json.loads(out.read_text())["designs"]["llava"]
     assert set(llava["stages"]) == {"align", "instruct"}
@@ -46,15 +49,13 @@ def test_compile_ab_reports_per_stage_ratios_and_loss_agreement(tmp_path):
         assert r["compiled"] is False and r["max_loss_diff"] == 0.0
         assert math.isclose(r["ratio"], r["eager_step_s"] / r["compiled_step_s"])
     assert "llava: run ratio eager/compiled" in proc.stdout
-    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compile_ab.py"), "--archs", "llama"],
-                         capture_output=True, text=True, timeout=120)
+    bad = bench("compile_ab.py", "--archs", "llama", timeout=120)
     assert bad.returncode == 2 and "--archs: unknown ['llama']" in bad.stderr
 
 
 def test_run_overhead_splits_a_run_into_training_evaluation_and_overhead(tmp_path):
     out = tmp_path / "overhead.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_overhead.py"), "--budget", "smoke",
-                           "--output", str(out)], capture_output=True, text=True, timeout=900)
+    proc = bench("run_overhead.py", "--budget", "smoke", "--output", str(out), timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (r,) = json.loads(out.read_text())["rounds"]
     for side in ("papermill", "in_process"):
@@ -67,12 +68,9 @@ def test_run_overhead_splits_a_run_into_training_evaluation_and_overhead(tmp_pat
 
 def test_step_profile_splits_each_stage_into_matmuls_and_the_rest(tmp_path):
     """Eager steps only here (VLMLAB_COMPILE=0 leaves CompiledLoss eager), so both sides profile the same code."""
-    import os
-
     out = tmp_path / "profile.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_profile.py"), "--budget", "smoke",
-                           "--steps", "1", "--output", str(out)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "VLMLAB_COMPILE": "0"})
+    proc = bench("step_profile.py", "--budget", "smoke", "--steps", "1", "--output", str(out), timeout=600,
+                 env={"VLMLAB_COMPILE": "0"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     d = json.loads(out.read_text())
     assert set(d["stages"]) == {"align", "instruct"}
@@ -81,15 +79,13 @@ def test_step_profile_splits_each_stage_into_matmuls_and_the_rest(tmp_path):
             s = r[side]
             assert 0 < s["matmul_share"] < 1 and 0 < s["matmul_ms"] < s["step_ms"]
             assert math.isclose(s["matmul_share"], s["matmul_ms"] / s["step_ms"])
-    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_profile.py"), "--arch", "llama"],
-                         capture_output=True, text=True, timeout=120)
+    bad = bench("step_profile.py", "--arch", "llama", timeout=120)
     assert bad.returncode == 2 and "--arch: unknown 'llama'" in bad.stderr
 
 
 def test_study_wall_times_one_study_before_and_after_from_empty_stores(tmp_path):
     out = tmp_path / "wall.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study_wall.py"), "--archs", "llava",
-                           "--seeds", "1", "--output", str(out)], capture_output=True, text=True, timeout=900)
+    proc = bench("study_wall.py", "--archs", "llava", "--seeds", "1", "--output", str(out), timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (r,) = json.loads(out.read_text())["rounds"]
     assert r["before"]["executor"] == "papermill" and r["after"]["executor"] == "inprocess"
@@ -97,6 +93,5 @@ def test_study_wall_times_one_study_before_and_after_from_empty_stores(tmp_path)
     assert math.isclose(r["before_over_after"], r["before"]["wall_s"] / r["after"]["wall_s"])
     for argv, says in ((["--seeds", "0"], "--seeds and --rounds must be at least 1"),
                        (["--sides", "after,after"], "--sides: got 'after,after'")):
-        bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study_wall.py"), *argv],
-                             capture_output=True, text=True, timeout=120)
+        bad = bench("study_wall.py", *argv, timeout=120)
         assert bad.returncode == 2 and says in bad.stderr, bad.stderr[-500:]

@@ -410,13 +410,11 @@ def step_profile(results: Path = RESULTS) -> str:
 def study_wall(results: Path = RESULTS) -> str:
     """A whole study's wall time before and after the faster-runs levers: a row per side timed in each
     ``benchmarks/study-wall*.json`` (written by ``benchmarks/study_wall.py``; a file of one side was timed alone)."""
-    import json
-
     from .budgets import get_budget
 
     rows = []
     for f in sorted(_benchmarks_dir(results).glob("study-wall*.json"), key=lambda f: (len(f.stem), f.stem)):
-        d = json.loads(f.read_text())
+        d = _bench_json(results, f.name)
         compiles = get_budget(d["budget"]).vlm_compile  # what "as the budget sets" meant for the after side
         for i, rnd in enumerate(d["rounds"]):
             for side in (x for x in ("before", "after") if x in rnd):
